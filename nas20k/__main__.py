@@ -1,0 +1,3 @@
+from nas20k.cli import main
+
+main()
