@@ -141,3 +141,17 @@ def test_dashboard_serves_the_study(study_copy):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_report_command_writes_the_study_page(study_copy):
+    r = nas20k("report", "--out", "r/report.html", cwd=study_copy)
+    assert r.returncode == 0, r.stderr
+    html = (study_copy / "r" / "report.html").read_text()
+    for title in ["Optimization history", "Accuracy vs parameters", "Learning curves", "Hyper-parameter importances", "Parallel coordinates"]:
+        assert title in html
+    study = optuna.load_study(study_name="nas20k", storage=f"sqlite:///{study_copy}/studies/nas20k.db")
+    from nas20k.study import status
+
+    for s in ("complete", "pruned", "rejected"):
+        assert f"<td>{s}</td><td>{sum(status(t) == s for t in study.trials)}</td>" in html
+    assert "<script src=" not in html
