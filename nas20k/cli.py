@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import optuna
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -137,7 +138,7 @@ def _progress_printer(target: int, quiet: bool):  # noqa: ANN202
     return update, bar
 
 
-def top_table(frame, k: int) -> Table:  # noqa: ANN001 - a DataFrame
+def top_table(frame: pd.DataFrame, k: int) -> Table:
     table = Table(title=None)
     cols = ["trial", "status", "params", "epochs", "val_score", "test_acc", "seconds", "blocks", "head", "dropout", "optimizer", "lr", "batch_size", "schedule"]
     for c in cols:
@@ -146,7 +147,7 @@ def top_table(frame, k: int) -> Table:  # noqa: ANN001 - a DataFrame
         cells = []
         for c in cols:
             v = row[c]
-            if v is None or v != v or v is __import__("pandas").NA:
+            if pd.isna(v):
                 cells.append("-")
             elif c in ("val_score", "test_acc"):
                 cells.append(pct(v))

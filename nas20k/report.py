@@ -176,7 +176,7 @@ def _params_figure(trials: list[FrozenTrial], max_params: int) -> go.Figure:
                                  name=name, marker=marker, hovertext=[_hover(t) for t in group], hoverinfo="text+y"))
     front = pareto_front(trials)
     fig.add_trace(go.Scatter(x=[t.user_attrs["params"] for t in front], y=[t.value for t in front], mode="lines+markers",
-                             name="Pareto front", line={"color": "crimson", "shape": "hv"}, marker={"size": 10},
+                             name="Pareto front", line={"color": "crimson", "shape": "hv"}, marker={"size": 14, "symbol": "circle-open", "line": {"width": 2}},
                              hovertext=[_hover(t) for t in front], hoverinfo="text+y"))
     # Rejected candidates were never trained: drawn along the bottom edge, on a hidden 0..1 axis.
     rejected = [t for t in trials if status(t) == "rejected" and t.user_attrs.get("params") is not None]
@@ -194,8 +194,8 @@ def _curves_figure(trials: list[FrozenTrial]) -> go.Figure:
     """Validation accuracy per epoch of the best trials and of some pruned ones: were the prunings fair?"""
     top = sorted((t for t in trials if status(t) == "complete"), key=lambda t: t.value, reverse=True)[:TOP_CURVES]
     pruned = [t for t in trials if status(t) == "pruned" and t.user_attrs.get("history")]
-    k = min(PRUNED_CURVES, len(pruned))
-    sample = [pruned[i * len(pruned) // k] for i in range(k)]  # spread over the search, not just its start
+    # The pruned trials that ran longest: the later, harder pruning decisions are the ones worth checking.
+    sample = sorted(pruned, key=lambda t: (-len(t.user_attrs["history"]), t.number))[:PRUNED_CURVES]
     fig = go.Figure()
     for t in top + sample:
         history = t.user_attrs.get("history", [])
