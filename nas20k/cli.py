@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from dataclasses import replace
@@ -234,8 +235,8 @@ def best(
     a = trial.user_attrs
     candidate = Candidate.from_dict(a["candidate"])
     out.print(f"best trial #{trial.number} of study {study_name!r}: {a['params']:,} params, val score {pct(trial.value)} (final {pct(a['val_acc'])}), test {pct(a.get('test_acc'))}, {a['epochs']} epochs, {a['seconds']:.0f}s", highlight=False)
-    out.print(f"spec: {candidate.spec.to_dict()}", highlight=False)
-    out.print(f"train: {candidate.train.to_dict()}", highlight=False)
+    out.print(f"spec:  {json.dumps(candidate.spec.to_dict())}", highlight=False, soft_wrap=True)
+    out.print(f"train: {json.dumps(candidate.train.to_dict())}", highlight=False, soft_wrap=True)
     out.print(summary(candidate.spec), highlight=False)
     show_checklist(trial_checklist(study, trial))
     if export_dir is not None:

@@ -124,6 +124,8 @@ def open_storage(url: str, heartbeat: int | None = None) -> RDBStorage:
 
 def load_study(url: str, study_name: str) -> optuna.Study:
     """An existing study, read-only use (best, trials, report, export)."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():  # opening would create it
+        raise StorageError(f"no study database at {url.removeprefix('sqlite:///')}; run `nas20k search` (with the same --study-name / --storage) first")
     storage = open_storage(url)
     names = [s.study_name for s in storage.get_all_studies()]
     if study_name not in names:

@@ -72,7 +72,8 @@ CASES = {
     "missing-mnist-file": (lambda tmp: ["search", "--no-download", "--data-dir", str(broken_data_dir(tmp, "train-labels-idx1-ubyte", False))], "MNIST file missing"),
     "corrupt-mnist-file": (lambda tmp: ["search", "--data-dir", str(broken_data_dir(tmp, "t10k-images-idx3-ubyte", True))], "corrupt (md5 mismatch)"),
     "export-into-a-file": (lambda tmp: ["best", "--export", str(tmp / "studies" / "nas20k.db")], "it is a file"),
-    "best-unknown-study": (lambda tmp: ["best", "--study-name", "nope"], "no study named 'nope'"),
+    "best-unknown-study": (lambda tmp: ["best", "--study-name", "nope"], "no study database at studies/nope.db"),
+    "best-unknown-name": (lambda tmp: ["best", "--study-name", "nope", "--storage", "sqlite:///studies/nas20k.db"], "no study named 'nope'"),
     "trials-bad-sort": (lambda tmp: ["trials", "--sort", "colour"], "--sort must be one of"),
 }
 
