@@ -141,7 +141,7 @@ def _progress_printer(target: int, quiet: bool):  # noqa: ANN202
 
 def top_table(frame: pd.DataFrame, k: int) -> Table:
     table = Table(title=None)
-    cols = ["trial", "status", "params", "epochs", "val_score", "test_acc", "seconds", "blocks", "head", "dropout", "optimizer", "lr", "batch_size", "schedule"]
+    cols = ["trial", "status", "params", "epochs", "val_score", "val_acc", "test_acc", "seconds", "blocks", "head", "dropout", "optimizer", "lr", "batch_size", "schedule"]
     for c in cols:
         table.add_column(c, justify="left" if c in ("status", "blocks", "head", "optimizer", "schedule") else "right")
     for _, row in frame.head(k).iterrows():
@@ -150,7 +150,7 @@ def top_table(frame: pd.DataFrame, k: int) -> Table:
             v = row[c]
             if pd.isna(v):
                 cells.append("-")
-            elif c in ("val_score", "test_acc"):
+            elif c in ("val_score", "val_acc", "test_acc"):
                 cells.append(pct(v))
             elif c in ("lr", "dropout"):
                 cells.append(f"{v:.3g}")

@@ -111,4 +111,4 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> N
         import onnxscript  # noqa: F401
     except ImportError:
         return
-    torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), verbose=False)
+    torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=False, verbose=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable
 from html import escape
 from pathlib import Path
@@ -210,7 +211,9 @@ def _curves_figure(trials: list[FrozenTrial]) -> go.Figure:
 
 def _importances_figure(study: optuna.Study) -> go.Figure:
     # PED-ANOVA needs numpy only and handles the conditional space (optuna 4's default, fANOVA, needs scikit-learn).
-    return optuna.visualization.plot_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+    with warnings.catch_warnings():  # "few trials in some regimes": true of any small study; read it as a rough guide
+        warnings.simplefilter("ignore", UserWarning)
+        return optuna.visualization.plot_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
 
 
 def _parallel_figure(study: optuna.Study) -> go.Figure:
