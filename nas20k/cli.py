@@ -48,6 +48,17 @@ Artifacts = Annotated[Path | None, typer.Option(help="Folder for trial weights (
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
+def load_recipe(path: Path) -> TrainConfig:
+    """A TrainConfig from JSON: either the config itself or a metrics.json holding it under "train"."""
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"recipe file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"recipe is not valid JSON: {path}: {e}") from None
+    return TrainConfig.from_dict(d.get("train", d) if isinstance(d, dict) else {})
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
@@ -78,6 +89,7 @@ def train_cmd(
     translate: Annotated[float, typer.Option(help="Random shift, +- pixels.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed for init, batch order and augmentation.")] = 0,
     compile: Annotated[bool, typer.Option(help="torch.compile the model (pays off only on long runs).")] = False,
+    recipe: Annotated[Path | None, typer.Option(help="Take the training recipe from a JSON file instead (a search export's metrics.json, or a TrainConfig); the recipe flags above are then ignored, except --seed.", show_default=False)] = None,
     data_dir: DataDir = None,
     download: Download = True,
     val_size: ValSize = 5000,
@@ -92,9 +104,12 @@ def train_cmd(
             raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
         arch = PRESETS[preset] if preset else ArchSpec.load(spec)
         arch.validate()
-        cfg = TrainConfig(epochs, batch_size, optimizer, lr, 0.9, nesterov, weight_decay, schedule, label_smoothing, rotate, translate, seed, compile).validate()
-        if epochs > 1000:
-            raise ValueError(f"--epochs must be <= 1000, got {epochs}")
+        cfg = TrainConfig(epochs, batch_size, optimizer, lr, 0.9, nesterov, weight_decay, schedule, label_smoothing, rotate, translate, seed, compile)
+        if recipe is not None:
+            cfg = replace(load_recipe(recipe), seed=seed)
+        cfg.validate()
+        if cfg.epochs > 1000:
+            raise ValueError(f"--epochs must be <= 1000, got {cfg.epochs}")
         import torch
 
         data = load_mnist(data_dir, val_size=val_size, limit=limit, device="cuda" if torch.cuda.is_available() else "cpu", download=download)
@@ -103,8 +118,10 @@ def train_cmd(
     out.print(summary(arch), highlight=False)
     out.print(f"train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,} images on {data.train.x.device}", highlight=False)
 
+    out.print(f"recipe: {json.dumps(cfg.to_dict())}", highlight=False, soft_wrap=True)
+
     def log(s: EpochStats) -> None:
-        out.print(f"epoch {s.epoch:>3}/{epochs}  loss {s.train_loss:.4f}  train {pct(s.train_acc)}  val {pct(s.val_acc)}  lr {s.lr:.4g}  {s.seconds:.1f}s", highlight=False)
+        out.print(f"epoch {s.epoch:>3}/{cfg.epochs}  loss {s.train_loss:.4f}  train {pct(s.train_acc)}  val {pct(s.val_acc)}  lr {s.lr:.4g}  {s.seconds:.1f}s", highlight=False)
 
     result = train(arch, cfg, data, log, progress=not quiet)
     if result.status == "diverged":

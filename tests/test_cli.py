@@ -156,3 +156,11 @@ def test_report_command_writes_the_study_page(study_copy):
     for s in ("complete", "pruned", "rejected"):
         assert f"<td>{s}</td><td>{sum(status(t) == s for t in study.trials)}</td>" in html
     assert "<script src=" not in html
+
+
+def test_train_reports_per_epoch_and_test_accuracy_with_a_recipe(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"train": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 0.005, "schedule": "step"}}))
+    r = nas20k("train", "--preset", "small", "--recipe", str(tmp_path / "metrics.json"), "--limit", "600", "--val-size", "200", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Total params: 9,858" in r.stdout and '"optimizer": "adam"' in r.stdout
+    assert "epoch   1/1" in r.stdout and "test " in r.stdout.splitlines()[-1]
