@@ -45,8 +45,8 @@ def test_callback_can_stop_the_run(mnist):
 @pytest.mark.parametrize("optimizer, schedule", [("sgd", "step"), ("adam", "onecycle"), ("adamw", "none")])
 def test_every_optimizer_and_schedule_learns(mnist, optimizer, schedule):
     lr = 0.05 if optimizer == "sgd" else 0.005
-    result = train(TINY, TrainConfig(epochs=1, batch_size=64, optimizer=optimizer, schedule=schedule, lr=lr, label_smoothing=0.1), mnist)
-    assert result.status == "complete" and result.history[0].val_acc > 0.5
+    result = train(TINY, TrainConfig(epochs=2, batch_size=64, optimizer=optimizer, schedule=schedule, lr=lr, label_smoothing=0.1), mnist)
+    assert result.status == "complete" and result.history[-1].val_acc > 0.3, result.history  # chance is 0.1
 
 
 def test_bad_config_is_refused():
