@@ -11,12 +11,14 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -109,17 +111,24 @@ def open_storage(url: str, heartbeat: int | None = None) -> RDBStorage:
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
-    try:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat,
-            grace_period=2 * heartbeat if heartbeat else None,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2) if heartbeat else None,
-        )
-    except Exception as e:  # sqlalchemy/driver errors: unreachable host, bad credentials, missing driver
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise StorageError(f"cannot open storage {_redact(url)}: {detail}") from e
+    for attempt in range(5):
+        try:
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat,
+                grace_period=2 * heartbeat if heartbeat else None,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2) if heartbeat else None,
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
+            # Workers starting together on an empty database race to create Optuna's tables; the loser retries.
+            error = e
+            time.sleep(1 + attempt)
+        except Exception as e:  # sqlalchemy/driver errors: unreachable host, bad credentials, missing driver
+            error = e
+            break
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+    raise StorageError(f"cannot open storage {_redact(url)}: {detail}") from error
 
 
 def load_study(url: str, study_name: str) -> optuna.Study:
