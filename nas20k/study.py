@@ -98,15 +98,22 @@ def _redact(url: str) -> str:
     return f"{scheme}://{creds.split(':', 1)[0]}:***@{tail}"
 
 
+def _scheme(url: str) -> str:
+    """The database of a storage URL without its driver: postgresql+psycopg://... -> postgresql."""
+    return url.split(":", 1)[0].split("+", 1)[0]
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a sqlite:/// URL, else None."""
+    return Path(url.split("///", 1)[-1]) if _scheme(url) == "sqlite" else None
+
+
 def open_storage(url: str, heartbeat: int | None = None) -> RDBStorage:
     """An RDB storage (SQLite file or PostgreSQL/MySQL server) with heartbeats and retry of dead workers' trials."""
-    scheme = url.split(":", 1)[0].split("+", 1)[0]
-    if "://" not in url or scheme not in SCHEMES:
+    if "://" not in url or _scheme(url) not in SCHEMES:
         raise StorageError(f"malformed storage URL {_redact(url)!r}: expected sqlite:///path/to/file.db or postgresql://user:password@host/dbname")
-    if scheme == "sqlite":
-        path = Path(url.split("///", 1)[-1])
-        if path.parent and not path.parent.is_dir():
-            path.parent.mkdir(parents=True, exist_ok=True)
+    if (path := _sqlite_file(url)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         # Several local workers write to one file: wait for the lock instead of failing.
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
@@ -133,8 +140,8 @@ def open_storage(url: str, heartbeat: int | None = None) -> RDBStorage:
 
 def load_study(url: str, study_name: str) -> optuna.Study:
     """An existing study, read-only use (best, trials, report, export)."""
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():  # opening would create it
-        raise StorageError(f"no study database at {url.removeprefix('sqlite:///')}; run `nas20k search` (with the same --study-name / --storage) first")
+    if (path := _sqlite_file(url)) is not None and not path.is_file():  # opening would create it
+        raise StorageError(f"no study database at {path}; run `nas20k search` (with the same --study-name / --storage) first")
     storage = open_storage(url)
     names = [s.study_name for s in storage.get_all_studies()]
     if study_name not in names:

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from nas20k.cli import app
+from nas20k.study import status
 
 from conftest import DATA_DIR, SMALL, nas20k
 
@@ -155,8 +156,6 @@ def test_report_command_writes_the_study_page(study_copy):
     for title in ["Optimization history", "Accuracy vs parameters", "Learning curves", "Hyper-parameter importances", "Parallel coordinates"]:
         assert title in html
     study = optuna.load_study(study_name="nas20k", storage=f"sqlite:///{study_copy}/studies/nas20k.db")
-    from nas20k.study import status
-
     for s in ("complete", "pruned", "rejected"):
         assert f"<td>{s}</td><td>{sum(status(t) == s for t in study.trials)}</td>" in html
     assert "<script src=" not in html
