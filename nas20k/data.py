@@ -17,6 +17,8 @@ import torch.nn.functional as F
 import torchvision
 from torchvision.datasets.utils import calculate_md5
 
+from nas20k.errors import UserError
+
 ENV_VAR = "NAS20K_DATA_DIR"
 MEAN, STD = 0.1307, 0.3081  # pixel mean/std of the 60k training images (inputs are (x/255 - MEAN) / STD)
 IMAGE_SIZE = 28
@@ -29,7 +31,7 @@ RAW_MD5 = {  # the uncompressed IDX files as torchvision stores them under <root
 FIX = f"pass --data-dir (or set {ENV_VAR}) to a folder holding MNIST/raw/, or run once with internet to download it"
 
 
-class DataError(RuntimeError):
+class DataError(UserError):
     """A data problem the user can fix; the message is one line saying what and how."""
 
 
@@ -79,6 +81,11 @@ def _split(images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> 
     return Split(x.to(device), labels.long().to(device))
 
 
+def check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise DataError(f"--limit must be at least 1 image, got {limit}")
+
+
 def load_mnist(
     root: Path | str | None = None,
     *,
@@ -89,6 +96,7 @@ def load_mnist(
     download: bool = True,
 ) -> Mnist:
     """Load train/val/test onto `device`. `limit` keeps only the first N train and test images (for smoke tests)."""
+    check_limit(limit)
     root = Path(root) if root is not None else default_data_dir()
     check_files(root, download)
     device = torch.device(device)
@@ -98,8 +106,8 @@ def load_mnist(
         raise DataError(f"--val-size must be between 1 and {len(train.targets) - 1}, got {val_size}")
     order = torch.randperm(len(train.targets), generator=torch.Generator().manual_seed(split_seed))
     val_idx, train_idx = order[:val_size], order[val_size:]
-    train_idx = train_idx[:limit] if limit else train_idx
-    test_n = limit or len(test.targets)
+    train_idx = train_idx[:limit] if limit is not None else train_idx
+    test_n = len(test.targets) if limit is None else limit
     return Mnist(
         train=_split(train.data[train_idx], train.targets[train_idx], device),
         val=_split(train.data[val_idx], train.targets[val_idx], device),

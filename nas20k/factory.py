@@ -13,24 +13,33 @@ from pathlib import Path
 
 from torch import nn
 
-HEADS = ("gap", "fc")
+from nas20k.errors import UserError
+
+HEADS = ("gap", "fc", "conv", "direct")
 
 
-class SpecError(ValueError):
+class SpecError(UserError):
     """A spec that cannot be built (bad field, or an image shrunk below 1x1); one readable line."""
 
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """Blocks of unpadded 3x3 convs (each conv -> BatchNorm -> ReLU [-> Dropout]) joined by transitions
-    (1x1 conv to the given width, then 2x2 max-pool), then a head: `gap` (global average pool -> linear)
-    or `fc` (flatten -> linear)."""
+    """Blocks of 3x3 convs (each conv -> BatchNorm -> ReLU [-> Dropout]) joined by transitions, then a head.
+
+    A transition is a 1x1 conv to the given width then a 2x2 max-pool, or a plain max-pool (width 0).
+    Heads: `gap` (global average pool -> linear), `fc` (flatten -> linear), `conv` (1x1 conv to the
+    classes -> global average pool, no linear layer) and `direct` (global average pool straight over
+    the last 3x3 conv, which must have one channel per class and keeps its BatchNorm but not its ReLU).
+    """
 
     blocks: tuple[tuple[int, ...], ...]  # output width of each 3x3 conv, block by block
-    transitions: tuple[int, ...]  # width of the 1x1 conv between block i and i+1 (len(blocks) - 1 entries)
+    transitions: tuple[int, ...]  # 1x1 width between block i and i+1 (0: max-pool only); len(blocks) - 1 entries
     head: str = "gap"
     dropout: float = 0.0
     dropout_after: tuple[int, ...] = ()  # 3x3 convs (numbered 0.. over all blocks) followed by Dropout(dropout)
+    padding: tuple[int, ...] = ()  # per block, 0 or 1 for its 3x3 convs; () means 0 in every block
+    bias: bool = True  # 3x3 convs carry a bias (redundant before BatchNorm: False saves one per channel)
+    squeeze_bn: bool = False  # 1x1 convs are bias-free and followed by BatchNorm (+ ReLU in transitions)
     in_channels: int = 1
     image_size: int = 28
     num_classes: int = 10
@@ -39,6 +48,7 @@ class ArchSpec:
         object.__setattr__(self, "blocks", tuple(tuple(b) for b in self.blocks))
         object.__setattr__(self, "transitions", tuple(self.transitions))
         object.__setattr__(self, "dropout_after", tuple(self.dropout_after))
+        object.__setattr__(self, "padding", tuple(self.padding) or (0,) * len(self.blocks))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,15 +108,15 @@ class Layer:
     c_out: int
     size: int  # output height = width
     p: float = 0.0  # dropout rate
+    bias: bool = True  # convs and linear layers
+    pad: int = 0  # conv3
 
     @property
     def params(self) -> int:
-        return {
-            "conv3": self.c_in * self.c_out * 9 + self.c_out,
-            "conv1": self.c_in * self.c_out + self.c_out,
-            "bn": 2 * self.c_out,
-            "linear": self.c_in * self.c_out + self.c_out,
-        }.get(self.kind, 0)
+        k = {"conv3": 9, "conv1": 1, "linear": 1}.get(self.kind)
+        if k is not None:
+            return self.c_in * self.c_out * k + self.c_out * self.bias
+        return 2 * self.c_out if self.kind == "bn" else 0
 
     @property
     def macs(self) -> int:
@@ -119,8 +129,8 @@ class Layer:
 
     def module(self) -> nn.Module:
         return {
-            "conv3": lambda: nn.Conv2d(self.c_in, self.c_out, 3),
-            "conv1": lambda: nn.Conv2d(self.c_in, self.c_out, 1),
+            "conv3": lambda: nn.Conv2d(self.c_in, self.c_out, 3, padding=self.pad, bias=self.bias),
+            "conv1": lambda: nn.Conv2d(self.c_in, self.c_out, 1, bias=self.bias),
             "bn": lambda: nn.BatchNorm2d(self.c_out),
             "relu": lambda: nn.ReLU(inplace=True),
             "dropout": lambda: nn.Dropout(self.p),
@@ -132,21 +142,27 @@ class Layer:
 
 
 def _check_fields(spec: ArchSpec) -> None:
-    def positive_ints(xs: tuple) -> bool:
-        return all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in xs)
+    def ints(xs: tuple, low: int) -> bool:
+        return all(isinstance(w, int) and not isinstance(w, bool) and w >= low for w in xs)
 
-    if not spec.blocks or not all(spec.blocks) or not all(positive_ints(b) for b in spec.blocks):
+    if not spec.blocks or not all(spec.blocks) or not all(ints(b, 1) for b in spec.blocks):
         raise SpecError(f"blocks must be non-empty lists of positive conv widths, got {list(map(list, spec.blocks))}")
-    if len(spec.transitions) != len(spec.blocks) - 1 or not positive_ints(spec.transitions):
-        raise SpecError(f"need {len(spec.blocks) - 1} positive transition width(s), one between each pair of blocks, got {list(spec.transitions)}")
+    if len(spec.transitions) != len(spec.blocks) - 1 or not ints(spec.transitions, 0):
+        raise SpecError(f"need {len(spec.blocks) - 1} transition width(s) >= 0 (0: max-pool only), one between each pair of blocks, got {list(spec.transitions)}")
+    if len(spec.padding) != len(spec.blocks) or not all(p in (0, 1) for p in spec.padding):
+        raise SpecError(f"padding must list 0 or 1 for each of the {len(spec.blocks)} blocks (or be empty), got {list(spec.padding)}")
     if spec.head not in HEADS:
         raise SpecError(f"head must be one of {', '.join(HEADS)}, got {spec.head!r}")
+    if spec.head == "direct" and spec.blocks[-1][-1] != spec.num_classes:
+        raise SpecError(f"head 'direct' pools the last conv into the logits: its width must be {spec.num_classes}, got {spec.blocks[-1][-1]}")
+    if not isinstance(spec.bias, bool) or not isinstance(spec.squeeze_bn, bool):
+        raise SpecError("bias and squeeze_bn must be true or false")
     if not isinstance(spec.dropout, (int, float)) or not 0 <= spec.dropout < 1:
         raise SpecError(f"dropout must be in [0, 1), got {spec.dropout!r}")
     n_convs = sum(map(len, spec.blocks))
     if not all(isinstance(i, int) and 0 <= i < n_convs for i in spec.dropout_after) or len(set(spec.dropout_after)) != len(spec.dropout_after):
         raise SpecError(f"dropout_after must list distinct conv indices in 0..{n_convs - 1}, got {list(spec.dropout_after)}")
-    if not positive_ints((spec.in_channels, spec.image_size, spec.num_classes)):
+    if not ints((spec.in_channels, spec.image_size, spec.num_classes), 1):
         raise SpecError("in_channels, image_size and num_classes must be positive integers")
 
 
@@ -155,31 +171,47 @@ def plan(spec: ArchSpec) -> list[Layer]:
     _check_fields(spec)
     layers: list[Layer] = []
     c, size, conv = spec.in_channels, spec.image_size, 0
+    last = sum(map(len, spec.blocks)) - 1
     for b, widths in enumerate(spec.blocks, start=1):
+        pad = spec.padding[b - 1]
         for j, width in enumerate(widths, start=1):
-            if size < 3:
-                raise SpecError(f"spec does not fit a {spec.image_size}x{spec.image_size} image: conv {j} of block {b} gets {size}x{size} input, needs at least 3x3")
-            size -= 2
+            if size + 2 * pad < 3:
+                raise SpecError(f"spec does not fit a {spec.image_size}x{spec.image_size} image: conv {j} of block {b} gets {size}x{size} input, needs at least {3 - 2 * pad}x{3 - 2 * pad}")
+            size += 2 * pad - 2
             name = f"b{b}c{j}"
-            layers += [Layer(name, "conv3", c, width, size), Layer(f"{name}_bn", "bn", width, width, size), Layer(f"{name}_relu", "relu", width, width, size)]
-            if conv in spec.dropout_after and spec.dropout > 0:
-                layers.append(Layer(f"{name}_drop", "dropout", width, width, size, spec.dropout))
+            layers += [Layer(name, "conv3", c, width, size, bias=spec.bias, pad=pad), Layer(f"{name}_bn", "bn", width, width, size)]
+            if not (spec.head == "direct" and conv == last):  # the logits themselves: no ReLU, no Dropout
+                layers.append(Layer(f"{name}_relu", "relu", width, width, size))
+                if conv in spec.dropout_after and spec.dropout > 0:
+                    layers.append(Layer(f"{name}_drop", "dropout", width, width, size, spec.dropout))
             c, conv = width, conv + 1
         if b < len(spec.blocks):
             if size < 2:
                 raise SpecError(f"spec does not fit a {spec.image_size}x{spec.image_size} image: transition {b} gets {size}x{size} input, needs at least 2x2 to pool")
-            width = spec.transitions[b - 1]
-            layers.append(Layer(f"t{b}_conv", "conv1", c, width, size))
+            if width := spec.transitions[b - 1]:
+                layers += _squeeze(f"t{b}", c, width, size, spec.squeeze_bn, relu=True)
+                c = width
             size //= 2
-            layers.append(Layer(f"t{b}_pool", "pool", width, width, size))
-            c = width
-    if spec.head == "gap":
-        layers += [Layer("gap", "gap", c, c, 1), Layer("flatten", "flatten", c, c, 1)]
-    else:
+            layers.append(Layer(f"t{b}_pool", "pool", c, c, size))
+    if spec.head == "conv":
+        layers += _squeeze("head", c, spec.num_classes, size, spec.squeeze_bn, relu=False)
+        c = spec.num_classes
+    if spec.head == "fc":
         c = c * size * size
         layers.append(Layer("flatten", "flatten", c, c, 1))
-    layers.append(Layer("fc", "linear", c, spec.num_classes, 1))
+    else:
+        layers += [Layer("gap", "gap", c, c, 1), Layer("flatten", "flatten", c, c, 1)]
+    if spec.head in ("gap", "fc"):
+        layers.append(Layer("fc", "linear", c, spec.num_classes, 1))
     return layers
+
+
+def _squeeze(name: str, c_in: int, c_out: int, size: int, with_bn: bool, relu: bool) -> list[Layer]:
+    """A 1x1 conv: with a bias and nothing after it, or bias-free followed by BatchNorm (and ReLU)."""
+    if not with_bn:
+        return [Layer(f"{name}_conv", "conv1", c_in, c_out, size)]
+    layers = [Layer(f"{name}_conv", "conv1", c_in, c_out, size, bias=False), Layer(f"{name}_bn", "bn", c_out, c_out, size)]
+    return layers + [Layer(f"{name}_relu", "relu", c_out, c_out, size)] if relu else layers
 
 
 def summary(spec: ArchSpec) -> str:
@@ -196,6 +228,15 @@ PRESETS: dict[str, ArchSpec] = {
     "seed": ArchSpec(blocks=((8, 16, 32), (16, 16)), transitions=(8,), head="fc", dropout=0.1, dropout_after=(2,)),
     # A cheap GAP net in the style of public < 10k results: downsample early, widen after the pool.
     "small": ArchSpec(blocks=((8, 16), (16, 16, 16, 16)), transitions=(8,), head="gap", dropout=0.05, dropout_after=(0, 1, 2, 3, 4)),
+    # firekind/ERA4 session-6/src/session_6/model_4.py (6,174 params in torch, here too). Theirs: conv -> ReLU -> BN,
+    # max-pool then Dropout, a last Dropout after the GAP. Here: conv -> BN -> ReLU, Dropout before the pool, none
+    # after the GAP, and the last conv's ReLU dropped (its BN output is the logits). Same parameters and MACs.
+    "firekind-6174": ArchSpec(blocks=((8, 8), (12, 12), (16, 10)), transitions=(0, 0), head="direct", dropout=0.1,
+                              dropout_after=(1, 3), padding=(1, 1, 0)),
+    # nitin-vig/ERAv4S6 MNIST_Final_Version.ipynb (7,070 params in torch, here too): no Dropout. Theirs: conv -> ReLU
+    # -> BN, max-pool then the bias-free 1x1 squeeze, and a ReLU before the last BN. Here: conv -> BN -> ReLU, the
+    # 1x1 before the pool (4x its MACs), no ReLU on the logits. Same parameters.
+    "nitinvig-7070": ArchSpec(blocks=((10, 10, 20), (10, 10, 20)), transitions=(10,), head="conv", squeeze_bn=True),
 }
 
 

@@ -1,26 +1,101 @@
-"""Shared fixtures: real MNIST from ../shared/data (or $NAS20K_DATA_DIR), small subsets, one small study."""
+"""Shared fixtures: real MNIST from ../shared/data (or $NAS20K_DATA_DIR), small subsets, one small study.
+
+Commands run in-process through typer's CliRunner (`cli`) wherever a separate process adds nothing; the
+tests of signals, killed workers and worker processes run the real command (`nas20k`, `start`).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import optuna
 import pytest
+from typer.testing import CliRunner
 
 from nas20k.data import load_mnist
+from nas20k.record import TrialRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("NAS20K_DATA_DIR") or ROOT.parent / "shared" / "data").resolve()
+os.environ["NAS20K_DATA_DIR"] = str(DATA_DIR)  # in-process commands find the data through --data-dir's envvar
 SMALL = ["--limit", "1500", "--val-size", "500", "--max-epochs", "1"]  # a search that trains in seconds
+LONGER = ["--limit", "3000", "--val-size", "500", "--max-epochs", "3"]  # runs long enough to be caught mid-training
 
 
 def nas20k(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the CLI as a user would, in `cwd` (its studies/ folder is the default storage)."""
+    """Run the CLI as a user would, in a new process in `cwd` (its studies/ folder is the default storage)."""
     full_env = {**os.environ, "NAS20K_DATA_DIR": str(DATA_DIR), "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "nas20k", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    """Start the CLI in the background (to signal or kill it)."""
+    env = {**os.environ, "NAS20K_DATA_DIR": str(DATA_DIR), "COLUMNS": "200"}
+    return subprocess.Popen([sys.executable, "-m", "nas20k", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def cli(*args: str, cwd: Path):  # noqa: ANN201 - typer's Result
+    """Run the CLI in this process, in `cwd`; returns typer's Result (exit_code, stdout, stderr, exception).
+
+    The search installs its SIGINT/SIGTERM handlers in the process that runs it: put pytest's back after."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        from nas20k.cli import app
+
+        return CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "NAS20K_DATA_DIR": str(DATA_DIR)})
+    finally:
+        os.chdir(here)
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
+def status(trial: optuna.trial.FrozenTrial) -> str:
+    return TrialRecord.from_trial(trial).status
+
+
+def load(cwd: Path, name: str = "nas20k") -> optuna.Study:
+    """A study of the default storage under `cwd` (name "<search>:confirm" for its seed runs)."""
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/studies/nas20k.db")
+
+
+def trained(study: optuna.Study) -> int:
+    return sum(status(t) in ("complete", "pruned", "diverged") for t in study.trials)
+
+
+def query(db: Path, sql: str, *params: object) -> list[tuple]:
+    """Read the SQLite file directly (read-only): what a running search has written so far."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as con:
+            return con.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+
+
+def training_now(db: Path, study: str = "nas20k") -> list[int]:
+    """Numbers of the trials of `study` that are RUNNING and inside their training loop."""
+    return [n for (n,) in query(db, """select t.number from trials t join studies s on s.study_id = t.study_id
+                                       join trial_user_attributes a on a.trial_id = t.trial_id
+                                       where s.study_name = ? and t.state = 'RUNNING' and a.key = 'status'
+                                       and a.value_json = '"training"'""", study)]
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 240) -> None:  # noqa: ANN001
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the command ended early: {proc.communicate()}"
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
@@ -36,10 +111,11 @@ def mnist():
 
 @pytest.fixture(scope="session")
 def small_study(tmp_path_factory) -> Path:
-    """A folder holding a finished 3-trial study (studies/nas20k.db + weights); copy it before changing it."""
+    """A folder holding a finished, unconfirmed 3-trial study (studies/nas20k.db + studies/nas20k-artifacts):
+    the warm-start designs first (space.warm_start). Copy it (`study_copy`) before changing it."""
     cwd = tmp_path_factory.mktemp("study")
-    r = nas20k("search", "--trials", "3", *SMALL, "-q", cwd=cwd)
-    assert r.returncode == 0, r.stderr
+    r = cli("search", "--trials", "3", *SMALL, "--jobs", "1", "--confirm-top", "0", "-q", cwd=cwd)
+    assert r.exit_code == 0, r.output
     return cwd
 
 

@@ -1,5 +1,4 @@
 import os
-import shutil
 
 import pytest
 import torch
@@ -83,3 +82,22 @@ def test_augment_is_per_sample_and_keeps_the_background(mnist):
     # a tiny rotation changes little: the transform is a real rotation, not noise
     small = augment(x, 1, 0, g)
     assert (small - x).abs().mean() < 0.1 * (y - x).abs().mean() + 0.05
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"limit": 0}, "--limit must be at least 1 image, got 0"),
+    ({"limit": -5}, "--limit must be at least 1 image"),
+    ({"val_size": 0}, "--val-size must be between 1 and 59999"),
+    ({"val_size": 60_000}, "--val-size must be between 1 and 59999"),
+])
+def test_bad_sizes_are_user_errors(data_dir, kwargs, message):
+    from nas20k.errors import UserError
+
+    with pytest.raises(DataError, match=message) as e:
+        load_mnist(data_dir, download=False, **kwargs)
+    assert isinstance(e.value, UserError) and "\n" not in str(e.value)  # the CLI prints it as one `error:` line
+
+
+def test_a_limit_of_one_image_is_one_image(data_dir):
+    tiny = load_mnist(data_dir, val_size=10, limit=1, download=False)
+    assert (len(tiny.train), len(tiny.val), len(tiny.test)) == (1, 10, 1)

@@ -1,80 +1,196 @@
+"""The factory: parameter and MAC counts, shape checks and layer rules, against torch and a by-hand build."""
+
 import random
 
 import pytest
 import torch
 from torch import nn
 
-from nas20k.factory import PRESETS, ArchSpec, SpecError, count_params, summary
+from nas20k.factory import HEADS, PRESETS, ArchSpec, SpecError, count_params, summary
+
+X = torch.zeros(2, 1, 28, 28)
 
 
 def random_spec(rng: random.Random) -> ArchSpec:
+    """Any spec the factory accepts field-wise: padding, bias-free convs, squeeze BN, pool-only transitions, every head."""
     n_blocks = rng.randint(1, 4)
-    blocks = tuple(tuple(rng.randint(1, 40) for _ in range(rng.randint(1, 5))) for _ in range(n_blocks))
+    head = rng.choice(HEADS)
+    blocks = [[rng.randint(1, 40) for _ in range(rng.randint(1, 5))] for _ in range(n_blocks)]
+    if head == "direct":
+        blocks[-1][-1] = 10  # the logits: any other width is a field error (tested below), not a shape question
     n_convs = sum(map(len, blocks))
     return ArchSpec(
-        blocks=blocks,
-        transitions=tuple(rng.randint(1, 24) for _ in range(n_blocks - 1)),
-        head=rng.choice(["gap", "fc"]),
+        blocks=tuple(map(tuple, blocks)),
+        transitions=tuple(rng.choice([0, rng.randint(1, 24)]) for _ in range(n_blocks - 1)),
+        head=head,
         dropout=rng.choice([0.0, 0.05, 0.2]),
         dropout_after=tuple(rng.sample(range(n_convs), rng.randint(0, n_convs))),
+        padding=rng.choice([(), tuple(rng.randint(0, 1) for _ in range(n_blocks))]),
+        bias=rng.random() < 0.5,
+        squeeze_bn=rng.random() < 0.5,
     )
 
 
-def test_seed_preset_is_the_reference_model():
-    seed = PRESETS["seed"]
-    assert seed.num_params() == 17_666
-    model = seed.build()
-    assert count_params(model) == 17_666
-    convs = [m for m in model if isinstance(m, nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
-        (1, 8, (3, 3)), (8, 16, (3, 3)), (16, 32, (3, 3)), (32, 8, (1, 1)), (8, 16, (3, 3)), (16, 16, (3, 3))
-    ]
-    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    assert isinstance(model[-1], nn.Linear) and model[-1].in_features == 16 * 7 * 7
+def reference(spec: ArchSpec) -> nn.Sequential:
+    """The layers the spec describes, built by hand from the documented rules with no size checks (fc: lazy)."""
+    layers, c, conv, last = [], spec.in_channels, 0, sum(map(len, spec.blocks)) - 1
+    padding = spec.padding or (0,) * len(spec.blocks)
+    for b, widths in enumerate(spec.blocks):
+        for w in widths:
+            layers += [nn.Conv2d(c, w, 3, padding=padding[b], bias=spec.bias), nn.BatchNorm2d(w)]
+            if not (spec.head == "direct" and conv == last):
+                layers.append(nn.ReLU())
+                if conv in spec.dropout_after and spec.dropout > 0:
+                    layers.append(nn.Dropout(spec.dropout))
+            c, conv = w, conv + 1
+        if b < len(spec.blocks) - 1:
+            if t := spec.transitions[b]:
+                layers.append(nn.Conv2d(c, t, 1, bias=not spec.squeeze_bn))
+                layers += [nn.BatchNorm2d(t), nn.ReLU()] if spec.squeeze_bn else []
+                c = t
+            layers.append(nn.MaxPool2d(2))
+    if spec.head == "conv":
+        layers.append(nn.Conv2d(c, spec.num_classes, 1, bias=not spec.squeeze_bn))
+        layers += [nn.BatchNorm2d(spec.num_classes)] if spec.squeeze_bn else []
+    if spec.head == "fc":
+        layers += [nn.Flatten(), nn.LazyLinear(spec.num_classes)]
+    else:
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers += [nn.Linear(c, spec.num_classes)] if spec.head == "gap" else []
+    return nn.Sequential(*layers).eval()
 
 
-def test_param_count_matches_torch_over_many_random_specs():
-    rng = random.Random(0)
-    valid = 0
-    for _ in range(400):
+def describe(model: nn.Module) -> list[tuple]:
+    """Each module's type and the attributes that set its parameters and shapes."""
+    rows = []
+    for m in model:
+        if isinstance(m, nn.Conv2d):
+            rows.append(("conv", m.in_channels, m.out_channels, m.kernel_size, m.padding, m.bias is not None))
+        elif isinstance(m, (nn.Linear, nn.LazyLinear)):
+            rows.append(("linear", m.out_features, m.bias is not None))
+        elif isinstance(m, nn.Dropout):
+            rows.append(("dropout", m.p))
+        else:
+            rows.append((type(m).__name__,))
+    return rows
+
+
+def valid_random_specs(seed: int, n: int) -> tuple[list[ArchSpec], list[ArchSpec]]:
+    rng, valid, invalid = random.Random(seed), [], []
+    for _ in range(n):
         spec = random_spec(rng)
         try:
             spec.validate()
-        except SpecError:
-            continue
-        valid += 1
-        assert spec.num_params() == count_params(spec.build()), spec
-    assert valid > 100  # the check above really ran on many specs
+            valid.append(spec)
+        except SpecError as e:
+            assert "28x28" in str(e), e  # the generator makes only shape problems
+            invalid.append(spec)
+    return valid, invalid
+
+
+def on_meta(build):  # noqa: ANN001, ANN201
+    """Build on PyTorch's meta device: real modules and shape checks, no arithmetic (fast over hundreds of specs)."""
+    with torch.device("meta"):
+        return build()
+
+
+def test_param_count_matches_torch_over_many_random_specs():
+    valid, _ = valid_random_specs(0, 600)
+    assert len(valid) > 200  # the checks below really ran on many specs
+    assert {s.head for s in valid} == set(HEADS) and {s.bias for s in valid} == {True, False}
+    assert any(0 in s.transitions for s in valid) and any(s.squeeze_bn and any(s.transitions) for s in valid)
+    assert any(1 in s.padding for s in valid) and any(0 in s.padding for s in valid)
+    for spec in valid:
+        model, ref = on_meta(spec.build), on_meta(lambda: reference(spec))
+        assert spec.num_params() == count_params(model), spec
+        assert ref(X.to("meta")).shape == (2, 10)  # also materializes the fc head's lazy linear layer
+        assert describe(model) == describe(ref), spec  # the documented layer rules, module by module
+        assert count_params(ref) == spec.num_params(), spec
 
 
 def test_validate_agrees_with_torch_on_what_fits():
     """validate() rejects exactly the specs whose forward pass would fail on a 28x28 image."""
-    rng = random.Random(1)
-    for _ in range(60):
-        spec = random_spec(rng)
-        try:
-            spec.validate()
-            fits = True
-        except SpecError as e:
-            assert "28x28" in str(e)
-            fits = False
-        if fits:
-            assert spec.build()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-        else:  # build the same layers by hand, ignoring the plan's size check: torch must fail too
-            with pytest.raises(RuntimeError):
-                _unchecked_forward(spec)
+    valid, invalid = valid_random_specs(1, 400)
+    assert len(valid) > 100 and len(invalid) > 100
+    for spec in valid:
+        assert on_meta(spec.build).eval()(X.to("meta")).shape == (2, 10)
+    for spec in invalid:  # the same layers built by hand, without the plan's size check: torch fails too
+        with pytest.raises(RuntimeError, match="too small|greater than actual input size"):
+            on_meta(lambda: reference(spec))(X.to("meta"))
+    with torch.inference_mode():  # and on real tensors, for a sample
+        for spec in valid[:25]:
+            assert spec.build().eval()(X).shape == (2, 10)
+        for spec in invalid[:25]:
+            with pytest.raises(RuntimeError, match="too small|greater than actual input size"):
+                reference(spec)(X)
 
 
-def _unchecked_forward(spec: ArchSpec) -> None:
-    x, layers, c, conv = torch.zeros(2, 1, 28, 28), [], 1, 0
-    for b, widths in enumerate(spec.blocks):
-        for w in widths:
-            layers += [nn.Conv2d(c, w, 3), nn.BatchNorm2d(w), nn.ReLU()]
-            c = w
-        if b < len(spec.blocks) - 1:
-            layers += [nn.Conv2d(c, spec.transitions[b], 1), nn.MaxPool2d(2)]
-            c = spec.transitions[b]
-    nn.Sequential(*layers)(x)
+def test_macs_match_forward_hooks():
+    """MACs from the spec equal those counted on the real modules' outputs."""
+    valid, _ = valid_random_specs(2, 300)
+    assert len(valid) > 100
+    for spec in [*PRESETS.values(), *valid]:
+        model, counted = on_meta(spec.build).eval(), []
+
+        def hook(m, _inp, out):
+            k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups if isinstance(m, nn.Conv2d) else m.in_features
+            counted.append(out[0].numel() * k)
+
+        for m in model:
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.register_forward_hook(hook)
+        model(torch.zeros(1, 1, 28, 28, device="meta"))
+        assert spec.macs() == sum(counted), spec
+    assert PRESETS["seed"].macs() == 3_280_448
+
+
+def convs(model: nn.Module) -> list[tuple]:
+    return [(c.in_channels, c.out_channels, c.kernel_size[0], c.padding[0], c.bias is not None) for c in model if isinstance(c, nn.Conv2d)]
+
+
+@pytest.mark.parametrize("name, params", [("seed", 17_666), ("firekind-6174", 6_174), ("nitinvig-7070", 7_070), ("small", 9_858)])
+def test_preset_counts(name, params):
+    spec = PRESETS[name]
+    assert spec.num_params() == params == count_params(spec.build())
+    assert spec.build().eval()(X).shape == (2, 10)
+
+
+def test_seed_preset_is_the_reference_model():
+    model = PRESETS["seed"].build()
+    assert convs(model) == [(1, 8, 3, 0, True), (8, 16, 3, 0, True), (16, 32, 3, 0, True), (32, 8, 1, 0, True), (8, 16, 3, 0, True), (16, 16, 3, 0, True)]
+    assert isinstance(model[-1], nn.Linear) and model[-1].in_features == 16 * 7 * 7
+
+
+def test_firekind_preset_layers():
+    """Padding 1 in the first two blocks, plain max-pools, the last 3x3 conv gives the 10 logits (BN, no ReLU), GAP, no Linear."""
+    model = PRESETS["firekind-6174"].build()
+    assert convs(model) == [(1, 8, 3, 1, True), (8, 8, 3, 1, True), (8, 12, 3, 1, True), (12, 12, 3, 1, True), (12, 16, 3, 0, True), (16, 10, 3, 0, True)]
+    kinds = [type(m).__name__ for m in model]
+    assert kinds.count("MaxPool2d") == 2 and kinds.count("Dropout") == 2 and "Linear" not in kinds
+    assert kinds[-4:] == ["Conv2d", "BatchNorm2d", "AdaptiveAvgPool2d", "Flatten"]
+    assert [i for i, k in enumerate(kinds) if k == "MaxPool2d"] == [i + 1 for i, k in enumerate(kinds) if k == "Dropout"]  # Dropout, then pool
+
+
+def test_nitinvig_preset_layers():
+    """Bias-free 1x1 convs followed by BatchNorm (+ ReLU in the transition), a conv head, no Linear."""
+    model = PRESETS["nitinvig-7070"].build()
+    assert [c for c in convs(model) if c[2] == 1] == [(20, 10, 1, 0, False), (20, 10, 1, 0, False)]
+    assert all(c[4] for c in convs(model) if c[2] == 3)  # the 3x3 convs keep their bias
+    kinds = [type(m).__name__ for m in model]
+    assert "Linear" not in kinds and "Dropout" not in kinds
+    one_by_one = [i for i, m in enumerate(model) if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
+    assert [kinds[i + 1] for i in one_by_one] == ["BatchNorm2d", "BatchNorm2d"]
+    assert kinds[one_by_one[0] + 2 : one_by_one[0] + 4] == ["ReLU", "MaxPool2d"]
+    assert kinds[one_by_one[1]:] == ["Conv2d", "BatchNorm2d", "AdaptiveAvgPool2d", "Flatten"]
+
+
+def test_bias_free_and_squeeze_bn_save_what_they_should():
+    base = ArchSpec(blocks=((8, 16), (16,)), transitions=(8,), head="conv")
+    assert base.num_params() - ArchSpec(**{**base.to_dict(), "bias": False}).num_params() == 8 + 16 + 16  # one bias per 3x3 channel
+    # squeeze BN: the 1x1 biases (8 + 10) go, a BatchNorm (2 per channel) comes after each 1x1 conv
+    assert ArchSpec(**{**base.to_dict(), "squeeze_bn": True}).num_params() - base.num_params() == 2 * (8 + 10) - (8 + 10)
+    pool_only = ArchSpec(blocks=((8, 16), (16,)), transitions=(0,), head="conv")
+    assert pool_only.num_params() - base.num_params() == (16 - 8) * 16 * 9 - (16 * 8 + 8)  # no 1x1; the next conv reads 16 channels, not 8
 
 
 def test_batchnorm_and_dropout_placement():
@@ -94,11 +210,12 @@ def test_batchnorm_and_dropout_placement():
 
 
 def test_json_round_trip_and_file_load(tmp_path):
-    spec = PRESETS["small"]
-    assert ArchSpec.from_json(spec.to_json()) == spec
+    for spec in PRESETS.values():
+        assert ArchSpec.from_json(spec.to_json()) == spec
     path = tmp_path / "spec.json"
-    path.write_text(spec.to_json())
-    assert ArchSpec.load(path) == spec
+    path.write_text(PRESETS["firekind-6174"].to_json())
+    assert ArchSpec.load(path) == PRESETS["firekind-6174"]
+    assert ArchSpec(blocks=((8,), (8,)), transitions=(0,)).padding == (0, 0)  # () means no padding anywhere
 
 
 @pytest.mark.parametrize(
@@ -108,8 +225,13 @@ def test_json_round_trip_and_file_load(tmp_path):
         ('{"blocks": [[8]]', "not valid JSON"),
         ('{"blocks": [], "transitions": []}', "blocks must be"),
         ('{"blocks": [[8], [8]], "transitions": []}', "transition"),
+        ('{"blocks": [[8], [8]], "transitions": [-1]}', "transition"),
         ('{"blocks": [[8]], "transitions": [], "head": "mlp"}', "head must be"),
         ('{"blocks": [[8]], "transitions": [], "dropout_after": [3]}', "dropout_after"),
+        ('{"blocks": [[8], [8]], "transitions": [0], "padding": [1]}', "padding must list"),
+        ('{"blocks": [[8]], "transitions": [], "padding": [2]}', "padding must list"),
+        ('{"blocks": [[8]], "transitions": [], "bias": "yes"}', "bias and squeeze_bn"),
+        ('{"blocks": [[8, 12]], "transitions": [], "head": "direct"}', "head 'direct' .* must be 10, got 12"),
         ('{"blocks": [[8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8]], "transitions": []}', "does not fit a 28x28 image"),
         ('[1, 2]', "JSON object"),
     ],
@@ -119,30 +241,17 @@ def test_bad_specs_give_clear_errors(bad, message):
         ArchSpec.from_json(bad).validate()
 
 
+def test_direct_head_with_a_wrong_last_width_is_a_spec_error():
+    firekind = PRESETS["firekind-6174"].to_dict()
+    with pytest.raises(SpecError, match="direct"):
+        ArchSpec(**{**firekind, "blocks": [[8, 8], [12, 12], [16, 12]]}).num_params()
+    assert ArchSpec(**{**firekind, "num_classes": 16, "blocks": [[8, 8], [12, 12], [16]]}).num_params() > 0  # width = classes is fine
+
+
 def test_summary_table():
     text = summary(PRESETS["seed"])
     assert "Conv2d-1" in text and "[-1, 8, 26, 26]" in text and "Total params: 17,666" in text
     assert "Linear-" in text and "[-1, 10]" in text
     assert f"Forward MACs per image: {PRESETS['seed'].macs():,}" in text
-
-
-def test_macs_match_forward_hooks():
-    """MACs from the spec equal those counted on the real modules' outputs."""
-    rng = random.Random(2)
-    for spec in [PRESETS["seed"], PRESETS["small"], *(random_spec(rng) for _ in range(40))]:
-        try:
-            spec.validate()
-        except SpecError:
-            continue
-        model, counted = spec.build(), []
-
-        def hook(m, _inp, out):
-            k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
-            counted.append(out[0].numel() * k)
-
-        for m in model:
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.register_forward_hook(hook)
-        model.eval()(torch.zeros(1, 1, 28, 28))
-        assert spec.macs() == sum(counted)
-    assert PRESETS["seed"].macs() == 3_280_448
+    text = summary(PRESETS["firekind-6174"])
+    assert "[-1, 8, 28, 28]" in text and "Total params: 6,174" in text and "Linear" not in text

@@ -1,7 +1,11 @@
+import copy
+
 import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from nas20k.factory import PRESETS
-from nas20k.train import EpochStats, TrainConfig, evaluate, train
+from nas20k.train import EpochStats, TrainConfig, _loss, _momentum, _optimizer, _scheduler, _tensor_update, evaluate, train
 
 TINY = PRESETS["small"]
 
@@ -54,3 +58,64 @@ def test_bad_config_is_refused():
         TrainConfig(optimizer="rmsprop").validate()
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=0).validate()
+
+
+# The CUDA-graph step, checked on the CPU: its hand-written update against torch's optimizers, and no host sync.
+
+
+@pytest.mark.parametrize("optimizer, schedule, nesterov, weight_decay", [
+    ("sgd", "onecycle", True, 5e-4), ("sgd", "step", False, 0.0), ("adam", "onecycle", False, 5e-4), ("adamw", "step", False, 1e-2), ("adam", "none", False, 0.0),
+])
+def test_graph_update_follows_torch_optimizer_and_schedule(optimizer, schedule, nesterov, weight_decay):
+    cfg = TrainConfig(epochs=2, optimizer=optimizer, schedule=schedule, nesterov=nesterov, lr=0.05 if optimizer == "sgd" else 0.005, weight_decay=weight_decay)
+    torch.manual_seed(0)
+    ref = TINY.build()
+    mine = copy.deepcopy(ref)
+    ref_opt, opt = _optimizer(ref, cfg), _optimizer(mine, cfg)
+    ref_sched, sched = _scheduler(ref_opt, cfg, 10), _scheduler(opt, cfg, 10)
+    opt.step()  # no gradients: no change; as in _graphed_step, keeps the scheduler from warning
+    lr, mom = torch.zeros(()), torch.zeros(())
+    update, _ = _tensor_update(opt, lr, mom)
+    for _ in range(20):
+        for p, q in zip(ref.parameters(), mine.parameters()):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        ref_opt.step()
+        ref_sched.step()
+        lr.fill_(opt.param_groups[0]["lr"])
+        mom.fill_(_momentum(opt.param_groups[0]))
+        update()
+        sched.step()
+    for p, q in zip(ref.parameters(), mine.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-5)  # Adam's bias corrections in float32, as torch's capturable Adam
+
+
+class _Ops(TorchDispatchMode):
+    """Records the aten ops that run; `_local_scalar_dense` is `.item()`: a host sync, which a CUDA graph cannot capture."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        self.seen.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_graphed_step_body_never_syncs(mnist, optimizer):
+    cfg = TrainConfig(batch_size=64, optimizer=optimizer, label_smoothing=0.1)
+    model = TINY.build()
+    opt = _optimizer(model, cfg)
+    update, _ = _tensor_update(opt, torch.tensor(0.05), torch.tensor(0.9))
+    sums = torch.zeros(()), torch.zeros((), dtype=torch.long)
+    gen = torch.Generator().manual_seed(0)
+    with _Ops() as ops:
+        _loss(model, cfg, mnist.train, torch.arange(64), gen, *sums).backward()
+        update()
+    assert "_local_scalar_dense" not in ops.seen and "convolution_backward" in ops.seen and "_foreach_sub_" in ops.seen
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    with _Ops() as ops:  # why the update is hand-written: torch's SGD makes a tensor learning rate a Python number
+        torch.optim.SGD([p], lr=torch.tensor(0.1), momentum=0.9, foreach=True).step()
+    assert "_local_scalar_dense" in ops.seen

@@ -1,0 +1,144 @@
+"""What a trial records, in one place: the objective and the confirm runs write it through `write`, and every
+reader (best, trials, report, export, progress lines) gets a typed `TrialRecord` from a FrozenTrial.
+
+Optuna's states alone cannot tell an over-budget rejection (PRUNED, never trained) from a pruned trial, nor
+an interrupted one from a crash, so each trial also carries `status` and `reason` in its user attrs.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field, fields
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas20k.space import Candidate
+
+STATUSES = ("complete", "pruned", "rejected", "diverged", "interrupted", "failed", "running", "waiting")
+TRAINED = ("complete", "pruned", "diverged")  # the statuses that count against --trials
+SCORE_EPOCHS = 3  # a run's score is the mean validation accuracy of its last 3 epochs, not a lucky peak
+_STATE_STATUS = {TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One training run of a candidate on one seed: the unit a confirmed score is the mean of."""
+
+    seed: int
+    val_score: float
+    test_acc_last3: float | None  # for the record only
+    trial: int  # the number of the trial that ran it: in the search study, or in its confirm study
+    confirm: bool  # True: a confirm run (numbered in `<study>:confirm`); False: the search trial itself
+
+    @property
+    def source(self) -> str:
+        return f"confirm run {self.trial}" if self.confirm else f"search trial {self.trial}"
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    status: str  # one of STATUSES
+    reason: str = ""
+    candidate: Candidate | None = None
+    params: int | None = None
+    macs: int | None = None
+    seconds: float | None = None
+    history: list[dict] = field(default_factory=list)  # one dict per finished epoch (EpochStats fields)
+    val_score: float | None = None  # mean val accuracy of the last SCORE_EPOCHS epochs (complete runs)
+    test_acc: float | None = None  # of the final weights, for the record
+    test_acc_last3: float | None = None  # mean over the last SCORE_EPOCHS epochs, for the record
+    weights: str | None = None  # artifact id of the final weights
+    worker: str | None = None
+    warm_start: str | None = None  # the preset a warm-start trial was seeded with
+    retry_of: int | None = None  # the interrupted trial this one retrains
+    confirms: int | None = None  # in a confirm study: the search trial whose candidate this run re-trains
+    seed: int | None = None  # in a confirm study: the training seed of this run
+    seeds: list[SeedRun] = field(default_factory=list)  # filled by `attach_confirmations`
+
+    @classmethod
+    def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
+        a = trial.user_attrs
+        if trial.state in _STATE_STATUS:
+            status = _STATE_STATUS[trial.state]
+        elif trial.state == TrialState.FAIL:
+            status = "interrupted" if a.get("status") == "interrupted" else "failed"
+        else:
+            status = a.get("status", trial.state.name.lower())
+        kept = {f.name for f in fields(cls)} - {"number", "status", "candidate", "seeds"}
+        return cls(
+            number=trial.number,
+            status=status,
+            candidate=Candidate.from_dict(a["candidate"]) if "candidate" in a else None,
+            **{k: v for k, v in a.items() if k in kept},
+        )
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+    @property
+    def last_val(self) -> float | None:
+        """The validation accuracy of the last finished epoch (what a pruned trial last told the pruner)."""
+        return self.history[-1]["val_acc"] if self.history else None
+
+    @property
+    def trained(self) -> bool:
+        return self.status in TRAINED
+
+    @property
+    def own_run(self) -> SeedRun | None:
+        if self.status != "complete" or self.val_score is None or self.candidate is None:
+            return None
+        return SeedRun(self.candidate.train.seed, self.val_score, self.test_acc_last3, self.number, confirm=False)
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
+
+    def mean_val(self) -> float | None:
+        """Mean val score over the seeds run so far (the trial's own score when unconfirmed)."""
+        return statistics.fmean(s.val_score for s in self.seeds) if self.seeds else self.val_score
+
+    def sd_val(self) -> float | None:
+        return statistics.stdev(s.val_score for s in self.seeds) if len(self.seeds) > 1 else None
+
+    def mean_test_last3(self) -> float | None:
+        values = [s.test_acc_last3 for s in self.seeds if s.test_acc_last3 is not None]
+        return statistics.fmean(values) if values else self.test_acc_last3
+
+    def sd_test_last3(self) -> float | None:
+        values = [s.test_acc_last3 for s in self.seeds if s.test_acc_last3 is not None]
+        return statistics.stdev(values) if len(values) > 1 else None
+
+
+def write(trial: optuna.Trial, **attrs: object) -> None:
+    """Set record fields on a running trial; unknown names are a bug, not a new attribute."""
+    known = {f.name for f in fields(TrialRecord)} - {"number", "seeds"}
+    unknown = set(attrs) - known
+    if unknown:
+        raise TypeError(f"not a trial record field: {', '.join(sorted(unknown))}")
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def records(trials: list[FrozenTrial]) -> list[TrialRecord]:
+    return [TrialRecord.from_trial(t) for t in trials]
+
+
+def attach_confirmations(search: list[TrialRecord], confirm: list[TrialRecord]) -> list[TrialRecord]:
+    """Give each completed search trial its seed runs: its own, then each confirmed seed once (first run wins)."""
+    by_trial: dict[int, list[SeedRun]] = {}
+    for c in confirm:
+        if c.status == "complete" and c.confirms is not None and c.val_score is not None and c.seed is not None:
+            by_trial.setdefault(c.confirms, []).append(SeedRun(c.seed, c.val_score, c.test_acc_last3, c.number, confirm=True))
+    for r in search:
+        own = r.own_run
+        if own is None:
+            continue
+        runs = {own.seed: own}
+        for run in sorted(by_trial.get(r.number, []), key=lambda s: s.trial):
+            runs.setdefault(run.seed, run)
+        r.seeds = sorted(runs.values(), key=lambda s: s.seed)
+    return search

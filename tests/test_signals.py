@@ -1,0 +1,84 @@
+"""Ctrl-C (SIGINT) and `kill` (SIGTERM) during training: a non-zero exit, one line, no RUNNING trial, the trial
+recorded as interrupted with the signal's name, and the next run retrains it before any new sample."""
+
+import signal
+
+import pytest
+from optuna.trial import TrialState
+
+from nas20k.objective import Budget
+from nas20k.study import SearchSettings, prepare
+
+from conftest import DATA_DIR, LONGER, cli, load, start, status, training_now, wait_for
+
+assert LONGER[LONGER.index("--max-epochs") + 1] == "3"
+
+
+def resume(cwd, **kw):  # noqa: ANN001, ANN201
+    """What the next `search` queues before training (its `prepare` step), without training."""
+    return prepare(SearchSettings(budget=Budget(max_epochs=3), storage=f"sqlite:///{cwd}/studies/nas20k.db",
+                                  data_dir=str(DATA_DIR), download=False, **kw))
+
+
+def interrupt(args: list[str], cwd, sig: signal.Signals, running: int = 1) -> str:  # noqa: ANN001
+    """Start `nas20k *args`, send `sig` once `running` trials are training, return its stderr."""
+    proc = start(args, cwd)
+    db = cwd / "studies" / "nas20k.db"
+    wait_for(lambda: len(training_now(db)) >= running, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "interrupted: study 'nas20k' is saved" in err and "the interrupted trial is queued again, before any new sample" in err
+    assert f"continue with: nas20k {' '.join(args)}" in err
+    return err
+
+
+def check_interrupted(cwd, sig: signal.Signals, n: int) -> list:  # noqa: ANN001
+    """No trial is left RUNNING; the `n` trials that were training are FAIL with status interrupted, naming `sig`."""
+    study = load(cwd)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    hit = [t for t in study.trials if status(t) == "interrupted"]
+    assert len(hit) == n, [(t.number, t.state.name, t.user_attrs.get("status"), t.user_attrs.get("reason")) for t in study.trials]
+    for t in hit:
+        assert t.state == TrialState.FAIL
+        assert f"interrupted by {sig.name} in epoch" in t.user_attrs["reason"] and "retrains it" in t.user_attrs["reason"]
+    return hit
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_training_is_recorded_and_the_trial_retrained_first(tmp_path, sig):
+    args = ["search", "--trials", "1", *LONGER, "--no-warm-start", "--confirm-top", "0", "--jobs", "1", "-q"]
+    interrupt(args, tmp_path, sig)
+    (hit,) = check_interrupted(tmp_path, sig, 1)
+    if sig == signal.SIGTERM:  # the queue the next run starts from (SIGINT's case below runs it)
+        study, queued = resume(tmp_path, trials=1, warm_start=False)
+        assert queued == {"warm_start": [], "retries": [hit.number]}
+        (retry,) = study.get_trials(states=(TrialState.WAITING,))
+        assert retry.user_attrs["retry_of"] == hit.number and retry.system_attrs["fixed_params"] == hit.params
+        return
+    r = cli(*args, cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    assert f"retraining interrupted trial(s) #{hit.number} before any new sample" in r.stdout
+    study = load(tmp_path)
+    (retry,) = study.trials[hit.number + 1 :]  # the next trial, and the only one this run trained
+    assert retry.user_attrs["retry_of"] == hit.number and retry.params == hit.params and status(retry) == "complete"
+    assert cli("best", cwd=tmp_path).exit_code == 0
+
+
+def test_sigterm_to_the_parent_of_two_workers(tmp_path):
+    """`kill PID` of a search running two worker processes: both trials are recorded as interrupted by SIGTERM."""
+    args = ["search", "--trials", "2", *LONGER, "--confirm-top", "0", "--jobs", "2", "-q"]
+    interrupt(args, tmp_path, signal.SIGTERM, running=2)
+    hit = check_interrupted(tmp_path, signal.SIGTERM, 2)
+    assert len({t.user_attrs["worker"] for t in hit}) == 2  # one trial per worker process
+    study, queued = resume(tmp_path, trials=2)
+    assert sorted(queued["retries"]) == sorted(t.number for t in hit) and queued["warm_start"] == []
+    retries = [t for t in study.get_trials(states=(TrialState.WAITING,)) if "retry_of" in t.user_attrs]
+    by_number = {t.number: t for t in hit}
+    assert sorted(t.user_attrs["retry_of"] for t in retries) == sorted(by_number)
+    for t in retries:
+        original = by_number[t.user_attrs["retry_of"]]
+        assert t.system_attrs["fixed_params"] == original.params
+        assert t.user_attrs.get("warm_start") == original.user_attrs.get("warm_start")  # a retried preset stays one
