@@ -250,7 +250,7 @@ def search(
     max_epochs: Annotated[int, typer.Option(help="Epoch budget: every candidate trains at most this many epochs.")] = 20,
     goal: Annotated[str, typer.Option(help=f"{' | '.join(GOALS)}: the highest val score, or the fewest parameters whose val score reaches --target.")] = "accuracy",
     target: Annotated[float, typer.Option(help="Val score a --goal smallest search must reach (val runs 0.1-0.3 points below test on this split).")] = TARGET_ACC,
-    pruner: Annotated[str, typer.Option(help=f"Early stopping of weak trials on validation accuracy: {', '.join(PRUNERS)} (asha3: successive halving at epochs 3 and 9; asha: at 1, 3, 9; see the README's comparison).")] = DEFAULT_PRUNER,
+    pruner: Annotated[str, typer.Option(help=f"Early stopping of weak trials on validation accuracy: {', '.join(PRUNERS)} (asha: successive halving at epochs 1, 3, 9; asha3: at 3 and 9; median: after 5 epochs; see the README's comparison).")] = DEFAULT_PRUNER,
     warm_start: Annotated[bool, typer.Option(help="Seed a new study with the public hand-tuned designs that fit the budget, so the first trained candidates are strong ones.")] = True,
     confirm_top: Annotated[int, typer.Option(help="After the search, retrain this many top candidates on more seeds (0: skip; `nas20k confirm` does it later).")] = 3,
     confirm_seeds: Annotated[int, typer.Option(help="Seeds each confirmed candidate ends with (its own run counts as one).")] = 3,
