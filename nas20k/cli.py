@@ -22,7 +22,7 @@ from nas20k.errors import UserError
 from nas20k.export import CONFIRMED, best_record, export, record_checklist, smallest_record, study_budget, study_goal
 from nas20k.factory import PRESETS, ArchSpec, summary
 from nas20k.objective import GOALS, TARGET_ACC, Budget, Goal
-from nas20k.record import records
+from nas20k.record import TrialRecord, records
 from nas20k.report import trials_frame, write_report
 from nas20k.runtime import Runtime, pick_device
 from nas20k.study import (DEFAULT_PRUNER, PRUNERS, BudgetError, SearchSettings, cpu_count, default_artifacts, default_storage,
@@ -140,10 +140,10 @@ def train_cmd(
     out.print(f"params {arch.num_params():,}  val {pct(result.history[-1].val_acc)}  test {pct(evaluate(result.model, data.test))}  ({total:.0f}s training)", highlight=False)
 
 
-def _running_line(trials: list, epochs: int) -> str:
+def _running_line(recs: list[TrialRecord], epochs: int) -> str:
     """`#12 e3/20 40%` per running trial: the epoch it is in and how far into it, judged by its last epoch's time."""
     now, parts = time.time(), []
-    for r in records(trials):
+    for r in recs:
         if r.status != "running" or r.candidate is None:
             continue
         frac = f" {min(0.99, (now - r.history[-1]['at']) / r.history[-1]['seconds']):.0%}" if r.history and "at" in r.history[-1] else ""
@@ -155,7 +155,7 @@ def _progress_printer(target: int, epochs: int, quiet: bool, before: list, unit:
     """A callback for run_workers: one line per trial that finishes from now on (`before`: the study's trials at the
     start, reported by earlier runs), plus a live line (<= 80 columns) on a terminal."""
     seen = {r.number for r in records(before) if r.status not in ("running", "waiting")}
-    start, base = time.monotonic(), sum(r.trained for r in records(before))
+    start, base = time.monotonic(), trained_count(before)
     bar = Progress(TextColumn(unit), BarColumn(bar_width=10), MofNCompleteColumn(), TextColumn("{task.description}"),
                    TimeElapsedColumn(), TextColumn("eta {task.fields[eta]}"), console=out, disable=quiet or not out.is_terminal)
     task = bar.add_task("", total=target, eta="-")
@@ -175,7 +175,7 @@ def _progress_printer(target: int, epochs: int, quiet: bool, before: list, unit:
                 bar.console.print(f"trial {t.number:>3} {r.status:<11} {params:>14}  {text}  {label}".rstrip(), highlight=False)
         done = sum(r.trained for r in recs)
         best = max((r.val_score for r in recs if r.val_score is not None), default=None)
-        bar.update(task, completed=min(done, target), description=f"best {pct(best)} {_running_line(trials, epochs)}"[:34], eta=_eta(start, done - base, target - base))
+        bar.update(task, completed=min(done, target), description=f"best {pct(best)} {_running_line(recs, epochs)}"[:34], eta=_eta(start, done - base, target - base))
 
     return update, bar
 
@@ -211,6 +211,12 @@ def top_table(frame: pd.DataFrame, k: int) -> Table:
                 cells.append(str(v))
         table.add_row(*cells)
     return table
+
+
+def _show_ranked(study: optuna.Study, k: int) -> None:
+    """The `k` best completed trials by mean val score over their seeds (more seeds first among equals)."""
+    frame = trials_frame(search_records(study)).sort_values(["mean_val", "seeds"], ascending=False, na_position="last")
+    out.print(top_table(frame[frame.status == "complete"], k))
 
 
 def _names(study_name: str, storage: str | None) -> str:
@@ -307,8 +313,7 @@ def search(
         bar.stop()
     if confirm_top:
         _confirm(settings, confirm_top, confirm_seeds, quiet)
-    frame = trials_frame(search_records(study)).sort_values(["mean_val", "seeds"], ascending=False, na_position="last")
-    out.print(top_table(frame[frame.status == "complete"], 10))
+    _show_ranked(study, 10)
     names = _names(study_name, storage)
     out.print(f"next: nas20k best{names} --export   |   nas20k report{names}   |   nas20k dashboard{names}", highlight=False)
 
@@ -341,8 +346,7 @@ def confirm(
         _confirm(settings, top, seeds, quiet)
     except UserError as e:
         raise fail(str(e)) from None
-    frame = trials_frame(search_records(study)).sort_values(["mean_val", "seeds"], ascending=False, na_position="last")
-    out.print(top_table(frame[frame.status == "complete"], max(top, 5)))
+    _show_ranked(study, max(top, 5))
 
 
 def _open(study_name: str, storage: str | None):  # noqa: ANN202

@@ -104,12 +104,15 @@ class TrialRecord:
     def sd_val(self) -> float | None:
         return statistics.stdev(s.val_score for s in self.seeds) if len(self.seeds) > 1 else None
 
+    def _tests_last3(self) -> list[float]:
+        return [s.test_acc_last3 for s in self.seeds if s.test_acc_last3 is not None]
+
     def mean_test_last3(self) -> float | None:
-        values = [s.test_acc_last3 for s in self.seeds if s.test_acc_last3 is not None]
+        values = self._tests_last3()
         return statistics.fmean(values) if values else self.test_acc_last3
 
     def sd_test_last3(self) -> float | None:
-        values = [s.test_acc_last3 for s in self.seeds if s.test_acc_last3 is not None]
+        values = self._tests_last3()
         return statistics.stdev(values) if len(values) > 1 else None
 
 

@@ -16,7 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import optuna
@@ -262,10 +262,10 @@ def _enqueue_warm_start(study: optuna.Study, settings: SearchSettings) -> list[s
 
 def _enqueue_retries(study: optuna.Study) -> list[int]:
     """Queue every interrupted trial again with the same parameters (retrained from its first epoch)."""
-    recs = records(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    recs = records(trials)
     retried = {r.retry_of for r in recs if r.retry_of is not None}
     todo = [r for r in recs if r.status == "interrupted" and r.number not in retried]
-    trials = study.get_trials(deepcopy=False)
     for r in todo:
         study.enqueue_trial(trials[r.number].params, user_attrs={"retry_of": r.number, **({"warm_start": r.warm_start} if r.warm_start else {})})
     return [r.number for r in todo]
@@ -279,8 +279,7 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
     check_files(Path(settings.data_dir) if settings.data_dir else default_data_dir(), settings.download)
     storage = open_storage(settings.storage_url, settings.heartbeat)
     study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize", load_if_exists=True)
-    fixed = {"budget": {"max_params": settings.budget.max_params, "max_epochs": settings.budget.max_epochs},
-             "goal": {"kind": settings.goal.kind, "target": settings.goal.target}}
+    fixed = {"budget": asdict(settings.budget), "goal": asdict(settings.goal)}  # read back by export.study_budget / study_goal
     for key, value in fixed.items():
         if study.user_attrs.get(key, value) != value:
             raise UserError(f"study {settings.study_name!r} was searched with {key} {study.user_attrs[key]}; use those flags or a new --study-name")
