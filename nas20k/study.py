@@ -63,7 +63,9 @@ def cpu_count() -> int:
 def default_jobs(device: torch.device) -> int:
     """Measured: on 2 CPU cores, 2 one-thread workers train 1.60x the images of one two-thread worker
     (benchmarks/jobs.py); on an H200, 8 trainer processes gave 2.9x one (../shared/NOTES.md)."""
-    return 8 * torch.cuda.device_count() if device.type == "cuda" else cpu_count()
+    if device.type != "cuda":
+        return cpu_count()
+    return 8 if device.index is not None else 8 * torch.cuda.device_count()  # cuda:N pins every worker to one GPU
 
 
 @dataclass
@@ -330,7 +332,10 @@ def _worker(settings: SearchSettings, index: int, threads: int | None, task: str
 
     def stop_when_done(study: optuna.Study, _: FrozenTrial) -> None:
         trials = study.get_trials(deepcopy=False)
-        if trained_count(trials) >= settings.trials:
+        # Other workers' running trials will count too: starting one more would leave this worker's core idle
+        # while it trains past --trials (seen: a 51st trial trained for 12 minutes on one of two cores).
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if trained_count(trials) + running >= settings.trials:
             study.stop()
         elif len(trials) >= MAX_REJECTED_IN_A_ROW and all(r.status == "rejected" for r in records(trials[-MAX_REJECTED_IN_A_ROW:])):
             raise BudgetError(f"the last {MAX_REJECTED_IN_A_ROW} candidates were all rejected: --max-params {settings.budget.max_params:,} leaves no room in the search space")

@@ -54,7 +54,11 @@ class TrainConfig:
             (self.batch_size >= 2, f"batch size must be >= 2, got {self.batch_size}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
-            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"learning rate must be a finite number > 0, got {self.lr}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0, f"weight decay must be a finite number >= 0, got {self.weight_decay}"),
+            (0 <= self.rotate <= 180, f"rotate must be between 0 and 180 degrees, got {self.rotate}"),
+            (math.isfinite(self.translate) and self.translate >= 0, f"translate must be a finite number of pixels >= 0, got {self.translate}"),
             (0 < self.drop_at < 1, f"drop_at must be in (0, 1), got {self.drop_at}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
         ]

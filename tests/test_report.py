@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import datetime
 import random
 import re
 from pathlib import Path
@@ -355,3 +356,17 @@ def test_pareto_front_keeps_the_smallest_net_per_accuracy() -> None:
     for n, t in enumerate(trials):
         t.number = n
     assert [r.number for r in pareto_front(records(trials))] == [7, 0, 2, 5, 6]
+
+
+def test_summary_says_when_the_target_was_first_reached(tmp_path: Path) -> None:
+    start = datetime.datetime(2026, 1, 1, 12, 0)
+    trials = [_trained(0, "complete", 6000, [0.99, 0.993, 0.993, 0.993]),   # score 0.993: misses 99.4 %
+              _trained(1, "complete", 9000, [0.99, 0.994, 0.995, 0.996]),   # score 0.995, finished 30 min in
+              _trained(2, "complete", 12000, [0.99, 0.995, 0.996, 0.997]),  # also passes, but finished later
+              _trained(3, "pruned", 7000, [0.996])]                         # a pruned trial has no score
+    for t, (begin, end) in zip(trials, [(0, 10), (5, 30), (6, 45), (1, 2)]):
+        t.datetime_start, t.datetime_complete = start + datetime.timedelta(minutes=begin), start + datetime.timedelta(minutes=end)
+    html = write_report(_study(trials), tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "First val score &ge; 99.40%: trial #1, 30 min 00 s after the study's first trial started" in _section(html, "Summary")
+    html = write_report(_study(trials[:1]), tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "No trial has reached a val score of 99.40% yet." in html

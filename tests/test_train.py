@@ -5,7 +5,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nas20k.factory import PRESETS
-from nas20k.train import EpochStats, TrainConfig, _loss, _momentum, _optimizer, _scheduler, _tensor_update, evaluate, train
+from nas20k.train import EpochStats, RecipeError, TrainConfig, _loss, _momentum, _optimizer, _scheduler, _tensor_update, evaluate, train
 
 TINY = PRESETS["small"]
 
@@ -53,11 +53,15 @@ def test_every_optimizer_and_schedule_learns(mnist, optimizer, schedule):
     assert result.status == "complete" and result.history[-1].val_acc > 0.3, result.history  # chance is 0.1
 
 
-def test_bad_config_is_refused():
-    with pytest.raises(ValueError, match="optimizer"):
-        TrainConfig(optimizer="rmsprop").validate()
-    with pytest.raises(ValueError, match="epochs"):
-        TrainConfig(epochs=0).validate()
+@pytest.mark.parametrize("field, value, message", [
+    ("optimizer", "rmsprop", "optimizer"), ("epochs", 0, "epochs"), ("lr", float("inf"), "learning rate"),
+    ("lr", float("nan"), "learning rate"), ("lr", 0.0, "learning rate"), ("momentum", 1.0, "momentum"),
+    ("weight_decay", -1e-4, "weight decay"), ("weight_decay", float("nan"), "weight decay"),
+    ("rotate", 400.0, "rotate"), ("translate", float("inf"), "translate"), ("drop_at", 1.0, "drop_at"),
+])
+def test_bad_config_is_refused(field, value, message):
+    with pytest.raises(RecipeError, match=message):
+        TrainConfig(**{field: value}).validate()
 
 
 # The CUDA-graph step, checked on the CPU: its hand-written update against torch's optimizers, and no host sync.
