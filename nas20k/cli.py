@@ -276,10 +276,10 @@ def search(
 ) -> None:
     """Search architectures and training recipes with Optuna (TPE + pruning) under the budget, then confirm the
     winners on more seeds; resumable (re-run the same command)."""
-    settings = SearchSettings(
-        study_name=study_name, storage=storage, artifacts=str(artifacts) if artifacts else None, trials=trials,
+    settings = _settings(
+        study_name=study_name, storage=storage, artifacts=artifacts, trials=trials,
         budget=Budget(max_params, max_epochs), goal=Goal(goal, target), pruner=pruner, jobs=jobs, seed=seed,
-        warm_start=warm_start, device=device, cuda_graphs=cuda_graphs, data_dir=str(data_dir) if data_dir else None,
+        warm_start=warm_start, device=device, cuda_graphs=cuda_graphs, data_dir=data_dir,
         download=download, val_size=val_size, limit=limit, heartbeat=heartbeat,
     )
     try:
@@ -339,10 +339,10 @@ def confirm(
     try:
         if top < 1 or seeds < 1:
             raise UserError("--top and --seeds must be >= 1")
-        study = load_study(storage or default_storage(study_name), study_name)
-        settings = SearchSettings(study_name=study_name, storage=storage, artifacts=str(artifacts) if artifacts else None,
-                                  budget=study_budget(study), goal=study_goal(study), jobs=jobs, device=device, cuda_graphs=cuda_graphs,
-                                  data_dir=str(data_dir) if data_dir else None, download=download, val_size=val_size, limit=limit, heartbeat=heartbeat)
+        study = _open(study_name, storage)
+        settings = _settings(study_name=study_name, storage=storage, artifacts=artifacts, budget=study_budget(study), goal=study_goal(study),
+                             jobs=jobs, device=device, cuda_graphs=cuda_graphs, data_dir=data_dir, download=download,
+                             val_size=val_size, limit=limit, heartbeat=heartbeat)
         _confirm(settings, top, seeds, quiet)
     except UserError as e:
         raise fail(str(e)) from None
@@ -351,6 +351,11 @@ def confirm(
 
 def _open(study_name: str, storage: str | None):  # noqa: ANN202
     return load_study(storage or default_storage(study_name), study_name)
+
+
+def _settings(*, artifacts: Path | None, data_dir: Path | None, **options: object) -> SearchSettings:
+    """What `search` and `confirm` run with: the paths as the strings SearchSettings keeps, every other option by name."""
+    return SearchSettings(artifacts=str(artifacts) if artifacts else None, data_dir=str(data_dir) if data_dir else None, **options)
 
 
 @app.command()

@@ -8,6 +8,7 @@ accuracy (a completed trial's score, a pruned one's last epoch, never the scalar
 from __future__ import annotations
 
 import contextlib
+import datetime
 import itertools
 import math
 import re
@@ -609,26 +610,31 @@ def _summary_html(recs: list[TrialRecord], trials: dict[int, FrozenTrial]) -> st
     rows = "".join(f'<tr><td>{escape(s)}</td><td>{len(rs)}</td><td class="num">{_compute_time(rs)}</td><td>{escape(STATUS_MEANING.get(s, ""))}</td></tr>\n'
                    for s, rs in by_status.items())
     rows += f'<tr><th>total</th><th>{len(recs)}</th><th class="num">{_compute_time(recs)}</th><th></th></tr>\n'
-    starts = [t.datetime_start for t in trials.values() if t.datetime_start]
+    start = _first_start(trials)
     ends = [t.datetime_complete for t in trials.values() if t.datetime_complete]
-    wall = f"Wall time: {_duration((max(ends) - min(starts)).total_seconds())}." if starts and ends else "Wall time: no finished trial yet."
+    wall = f"Wall time: {_duration((max(ends) - start).total_seconds())}." if start and ends else "Wall time: no finished trial yet."
     return (f"<table>\n<tr><th>status</th><th>trials</th><th>compute time</th><th>meaning</th></tr>\n{rows}</table>\n"
             f"<p>{wall} Compute time sums the seconds each trial recorded; trials that recorded none show “not recorded”, not 0 s.</p>\n")
+
+
+def _first_start(trials: dict[int, FrozenTrial]) -> datetime.datetime | None:
+    """When the study began: its first trial's start (what wall times and times to target count from)."""
+    return min((t.datetime_start for t in trials.values() if t.datetime_start), default=None)
 
 
 def _first_reaching_html(recs: list[TrialRecord], trials: dict[int, FrozenTrial], targets: list[tuple[float, str]]) -> str:
     """How long the search took to find a candidate whose val score reaches each target: the figure that says
     whether a search beats tuning by hand. Counted from the study's first trial start (pauses included)."""
-    starts = [t.datetime_start for t in trials.values() if t.datetime_start]
+    start = _first_start(trials)
     lines = []
     for target, _ in targets:
         hits = [(trials[r.number].datetime_complete, r.number) for r in recs
                 if r.status == "complete" and r.val_score is not None and r.val_score >= target and trials[r.number].datetime_complete]
-        if not starts or not hits:
+        if start is None or not hits:
             lines.append(f"No trial has reached a val score of {target:.2%} yet.")
             continue
         done, number = min(hits)
-        lines.append(f"First val score &ge; {target:.2%}: trial #{number}, {_duration((done - min(starts)).total_seconds())} "
+        lines.append(f"First val score &ge; {target:.2%}: trial #{number}, {_duration((done - start).total_seconds())} "
                      "after the study's first trial started (one seed; any pause between runs included).")
     return "<p>" + "<br>".join(lines) + "</p>\n"
 
