@@ -237,6 +237,10 @@ PRESETS: dict[str, ArchSpec] = {
     # -> BN, max-pool then the bias-free 1x1 squeeze, and a ReLU before the last BN. Here: conv -> BN -> ReLU, the
     # 1x1 before the pool (4x its MACs), no ReLU on the logits. Same parameters.
     "nitinvig-7070": ArchSpec(blocks=((10, 10, 20), (10, 10, 20)), transitions=(10,), head="conv", squeeze_bn=True),
+    # nas20k's own: trial #33 of the default search (studies/reference/nas20k.db), chosen on validation and
+    # confirmed on 3 seeds. firekind's layout, widened where the image is 14x14 (28-18-14): 14,088 params.
+    "nas20k-14088": ArchSpec(blocks=((10, 10), (28, 18, 14), (16, 10)), transitions=(0, 0), head="direct",
+                             dropout=0.07599300706563089, dropout_after=(1, 4), padding=(1, 1, 0)),
 }
 
 

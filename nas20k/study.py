@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import optuna
+import sqlalchemy.event
 import sqlalchemy.exc
 import torch
 from optuna.artifacts import FileSystemArtifactStore
@@ -159,19 +160,23 @@ def open_storage(url: str, heartbeat: int | None = None) -> RDBStorage:
         raise StorageError(f"malformed storage URL {_redact(url)!r}: expected sqlite:///path/to/file.db or postgresql://user:password@host/dbname")
     if (path := _sqlite_file(url)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Several local workers write to one file: wait for the lock instead of failing.
-        engine_kwargs = {"connect_args": {"timeout": 60}}
+        # Several local workers write to one file: wait for the lock instead of failing. isolation_level None
+        # hands transactions to SQLAlchemy, which `_serialize_sqlite` makes begin with the write lock.
+        engine_kwargs = {"connect_args": {"timeout": 60, "isolation_level": None}}
     else:
         engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
     for attempt in range(5):
         try:
-            return RDBStorage(
+            storage = RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat,
                 grace_period=2 * heartbeat if heartbeat else None,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2) if heartbeat else None,
             )
+            if path is not None:
+                _serialize_sqlite(storage.engine)
+            return storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as e:
             # Workers starting together on an empty database race to create Optuna's tables; the loser retries
             # (SQLite reports the race as OperationalError "table ... already exists").
@@ -184,6 +189,14 @@ def open_storage(url: str, heartbeat: int | None = None) -> RDBStorage:
             break
     detail = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
     raise StorageError(f"cannot open storage {_redact(url)}: {detail}") from error
+
+
+def _serialize_sqlite(engine: sqlalchemy.engine.Engine) -> None:
+    """Make every transaction on a SQLite file take the write lock when it begins (SQLAlchemy's recipe for
+    serializable SQLite). Optuna moves a queued trial to RUNNING by reading its state and then writing it,
+    relying on SELECT ... FOR UPDATE, which SQLite ignores: two workers could both take the same queued trial
+    (seen in CI: a warm-start trial trained twice, the second worker crashed telling a COMPLETE trial)."""
+    sqlalchemy.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
 
 
 def load_study(url: str, study_name: str) -> optuna.Study:

@@ -148,7 +148,7 @@ def convs(model: nn.Module) -> list[tuple]:
     return [(c.in_channels, c.out_channels, c.kernel_size[0], c.padding[0], c.bias is not None) for c in model if isinstance(c, nn.Conv2d)]
 
 
-@pytest.mark.parametrize("name, params", [("seed", 17_666), ("firekind-6174", 6_174), ("nitinvig-7070", 7_070), ("small", 9_858)])
+@pytest.mark.parametrize("name, params", [("seed", 17_666), ("firekind-6174", 6_174), ("nitinvig-7070", 7_070), ("nas20k-14088", 14_088), ("small", 9_858)])
 def test_preset_counts(name, params):
     spec = PRESETS[name]
     assert spec.num_params() == params == count_params(spec.build())

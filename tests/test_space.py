@@ -82,6 +82,7 @@ def test_params_of_inverts_suggest_for_the_warm_start():
     assert starts["firekind-6174"].spec == PRESETS["firekind-6174"]  # exactly the published design
     assert starts["firekind-6174"].spec.num_params() == 6_174
     assert starts["nitinvig-7070"].spec.num_params() == 7_070  # Dropout added, no parameter added
+    assert list(starts)[0] == "nas20k-14088" and starts["nas20k-14088"].spec.num_params() == 14_088  # queued first under 20k
     assert all(c.spec.dropout > 0 and c.spec.dropout_after for c in starts.values())  # Dropout is on the requirement list
 
 
