@@ -138,8 +138,8 @@ def params_of(candidate: Candidate) -> dict:
 def warm_start(epochs: int, seed: int = 0) -> dict[str, Candidate]:
     """The best design nas20k's default search found, with its recipe (queued first where the budget admits it:
     the first trained candidate is then one whose 3-seed mean val score was 99.43 % at 20 epochs); the public
-    hand-tuned designs with their published recipes, as the space expresses them (by name); and the smaller one
-    with nas20k's default recipe (TrainConfig's: SGD + Nesterov, OneCycle to 0.05). The first trained candidates
+    hand-tuned designs with their published recipes, as the space expresses them (by name); and firekind-6174
+    again with nas20k's default recipe (TrainConfig's: SGD + Nesterov, OneCycle to 0.05). The first trained candidates
     cover SGD/step, Adam/step and SGD/OneCycle.
 
     Changes from the published recipes: weight decay 1e-6 where they use none (the space's floor), and

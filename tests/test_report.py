@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-import json
 import datetime
+import json
 import random
 import re
 from pathlib import Path
