@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from torch import nn
@@ -242,6 +242,21 @@ PRESETS: dict[str, ArchSpec] = {
     "nas20k-14088": ArchSpec(blocks=((10, 10), (28, 18, 14), (16, 10)), transitions=(0, 0), head="direct",
                              dropout=0.07599300706563089, dropout_after=(1, 4), padding=(1, 1, 0)),
 }
+
+
+def scaled(spec: ArchSpec, max_params: int) -> ArchSpec | None:
+    """`spec` with every width but the logits' scaled by the same factor (even, >= 4), as wide as fits under
+    `max_params`: a known-good layout at the budget's size. None if not even a tenth of the widths fits."""
+    logits = len(spec.blocks) - 1, len(spec.blocks[-1]) - 1  # head `direct`: that conv's width is the class count
+
+    def at(pct: int) -> ArchSpec:
+        def w(x: int) -> int:
+            return max(4, 2 * round(x * pct / 200))
+
+        blocks = tuple(tuple(x if spec.head == "direct" and (b, j) == logits else w(x) for j, x in enumerate(ws)) for b, ws in enumerate(spec.blocks))
+        return replace(spec, blocks=blocks, transitions=tuple(w(t) if t else 0 for t in spec.transitions))
+
+    return next((s for s in map(at, range(100, 9, -1)) if s.num_params() < max_params), None)
 
 
 def count_params(model: nn.Module) -> int:

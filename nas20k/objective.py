@@ -21,7 +21,7 @@ from optuna.artifacts import upload_artifact
 from nas20k.data import Mnist
 from nas20k.errors import UserError
 from nas20k.factory import ArchSpec, SpecError, plan
-from nas20k.record import SCORE_EPOCHS, write
+from nas20k.record import SCORE_EPOCHS, warm_start_of, write
 from nas20k.runtime import Runtime
 from nas20k.space import Candidate, suggest
 from nas20k.train import MAX_EPOCHS, EpochStats, TrainResult, train
@@ -80,9 +80,11 @@ def checklist(spec: ArchSpec, epochs: int, test_acc: float | None, budget: Budge
     ]
 
 
-def run_candidate(trial: optuna.Trial, candidate: Candidate, data: Mnist, runtime: Runtime, store: optuna.artifacts.FileSystemArtifactStore) -> float:
-    """Train `candidate` as `trial`: report val accuracy each epoch (the pruner may stop it), record the run,
-    upload the final weights; returns the val score. Shared by search trials and confirm runs."""
+def run_candidate(trial: optuna.Trial, candidate: Candidate, data: Mnist, runtime: Runtime,
+                  store: optuna.artifacts.FileSystemArtifactStore, prunable: bool = True) -> float:
+    """Train `candidate` as `trial`: report val accuracy each epoch (the pruner may stop it unless not
+    `prunable`), record the run, upload the final weights; returns the val score. Shared by search trials and
+    confirm runs."""
     history: list[dict] = []
     start = time.perf_counter()
 
@@ -94,7 +96,7 @@ def run_candidate(trial: optuna.Trial, candidate: Candidate, data: Mnist, runtim
         history.append({**{k: v if v is None else round(v, 6) for k, v in asdict(stats).items()}, "at": round(time.time(), 1)})
         write(trial, history=history)
         trial.report(stats.val_acc, stats.epoch)
-        if trial.should_prune():
+        if prunable and trial.should_prune():
             reason = f"pruned at epoch {stats.epoch} (val {stats.val_acc:.2%})"
             finish("pruned", reason)
             raise optuna.TrialPruned(reason)
@@ -142,7 +144,9 @@ class Objective:
         if params >= self.budget.max_params:
             self._reject(trial, f"over budget: {params:,} params >= {self.budget.max_params:,}", violation=params - self.budget.max_params + 1)
         trial.set_constraint("over_budget", 0)
-        score = run_candidate(trial, candidate, self.data, self.runtime, self.store)
+        # A warm-start design is known to be strong: it trains to the end, and its reports calibrate the pruner's
+        # rungs. Pruned, it would be judged at epoch 1 against whichever trial reported first (a fast Adam start).
+        score = run_candidate(trial, candidate, self.data, self.runtime, self.store, prunable=warm_start_of(trial) is None)
         return self.goal.value(score, params, self.budget)
 
     def _reject(self, trial: optuna.Trial, reason: str, violation: float) -> None:

@@ -126,6 +126,11 @@ def write(trial: optuna.Trial, **attrs: object) -> None:
         trial.set_user_attr(key, value)
 
 
+def warm_start_of(trial: optuna.Trial) -> str | None:
+    """The preset a running trial was queued with (`TrialRecord.warm_start` of a finished one)."""
+    return trial.user_attrs.get("warm_start")
+
+
 def records(trials: list[FrozenTrial]) -> list[TrialRecord]:
     return [TrialRecord.from_trial(t) for t in trials]
 

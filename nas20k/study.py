@@ -262,14 +262,19 @@ def planning_lock(storage: RDBStorage, study_name: str, stale_after: float = 120
 
 
 def _enqueue_warm_start(study: optuna.Study, settings: SearchSettings) -> list[str]:
-    """Seed a new study with the public designs that fit the budget (once per study, whoever starts first)."""
+    """Seed a new study with the known designs that fit the budget, ours scaled to it (once per study, whoever
+    starts first)."""
     if not settings.warm_start or study.user_attrs.get("warm_started") is not None or study.get_trials(deepcopy=False):
         study.set_user_attr("warm_started", study.user_attrs.get("warm_started", []))
         return []
     names = []
-    for name, candidate in warm_start(settings.budget.max_epochs, settings.seed).items():
+    for name, candidate in warm_start(settings.budget.max_epochs, settings.seed, settings.budget.max_params).items():
         if candidate.spec.num_params() < settings.budget.max_params:
-            study.enqueue_trial(params_of(candidate), user_attrs={"warm_start": name})
+            try:
+                params = params_of(candidate)
+            except ValueError:  # a design scaled to a tiny budget, narrower than the space's ranges
+                continue
+            study.enqueue_trial(params, user_attrs={"warm_start": name})
             names.append(name)
     study.set_user_attr("warm_started", names)
     return names

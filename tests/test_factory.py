@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas20k.factory import HEADS, PRESETS, ArchSpec, SpecError, count_params, summary
+from nas20k.factory import HEADS, PRESETS, ArchSpec, SpecError, count_params, scaled, summary
 
 X = torch.zeros(2, 1, 28, 28)
 
@@ -153,6 +153,24 @@ def test_preset_counts(name, params):
     spec = PRESETS[name]
     assert spec.num_params() == params == count_params(spec.build())
     assert spec.build().eval()(X).shape == (2, 10)
+
+
+@pytest.mark.parametrize("max_params", [20_000, 14_089, 14_088, 8_000, 6_000])
+def test_scaled_is_the_widest_even_copy_under_the_budget(max_params):
+    ours = PRESETS["nas20k-14088"]
+    small = scaled(ours, max_params)
+    assert small.num_params() == count_params(small.build()) < max_params
+    assert (small == ours) == (max_params > 14_088)  # a budget that admits the design keeps it as it is
+    assert small.blocks[-1][-1] == 10 and small.head == "direct" and small.padding == ours.padding  # only widths change
+    widths = [w for b in small.blocks for w in b][:-1]
+    assert all(w % 2 == 0 and w >= 4 for w in widths)
+    assert all(new <= old for new, old in zip(widths, [w for b in ours.blocks for w in b], strict=False))
+    wider = scaled(ours, max_params + 3_000)  # more budget never narrows it
+    assert all(w >= v for a, b in zip(wider.blocks, small.blocks, strict=True) for w, v in zip(a, b, strict=True))
+
+
+def test_scaled_gives_up_below_a_tenth_of_the_widths():
+    assert scaled(PRESETS["nas20k-14088"], 500) is None
 
 
 def test_seed_preset_is_the_reference_model():

@@ -100,6 +100,17 @@ def test_smallest_goal_ranks_passing_candidates_by_size():
         Goal("smallest", 99.4).validate()
 
 
+def test_a_warm_start_trial_is_never_pruned(mnist, tmp_path):
+    """The pruner judges the others; a queued known design trains to the end (and calibrates the rungs)."""
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))  # prunes any report
+    study.enqueue_trial(SMALL_NET, user_attrs={"warm_start": "cheap"})
+    study.enqueue_trial(SMALL_NET)
+    study.optimize(Objective(mnist, Budget(max_epochs=2), FileSystemArtifactStore(str(tmp_path))), n_trials=2)
+    warm, other = records(study.trials)
+    assert warm.status == "complete" and warm.epochs == 2 and warm.warm_start == "cheap"
+    assert other.status == "pruned" and other.epochs == 1 and other.warm_start is None
+
+
 def test_selection_never_reads_test_accuracy():
     study = make_study()
     candidate = Candidate(PRESETS["firekind-6174"], RECIPE).to_dict()
@@ -121,19 +132,23 @@ def waiting(study: optuna.Study) -> list[tuple[str, dict]]:
 
 def under(max_params: int) -> list[str]:
     """The warm-start designs a budget admits, in their order."""
-    return [name for name, c in warm_start(15).items() if c.spec.num_params() < max_params]
+    return [name for name, c in warm_start(15, 0, max_params).items() if c.spec.num_params() < max_params]
 
 
-@pytest.mark.parametrize("max_params", [8000, 6500, 6000])
-def test_a_new_study_queues_the_presets_under_budget_first(tmp_path, max_params):
-    expected = under(max_params)
-    names = {8000: {"firekind-6174", "nitinvig-7070"}, 6500: {"firekind-6174"}, 6000: set()}[max_params]
-    assert names <= set(expected) and ("nitinvig-7070" in expected) == (max_params > 7070) and bool(expected) == (max_params > 6174)
+@pytest.mark.parametrize("max_params, names", [
+    (20_000, ["nas20k-14088", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070"]),
+    (8000, ["nas20k-14088-scaled", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070"]),
+    (6500, ["nas20k-14088-scaled", "firekind-6174", "firekind-6174-onecycle"]),
+    (6000, ["nas20k-14088-scaled"]),
+    (1000, []),  # ours scaled that far is narrower than the space's widths
+])
+def test_a_new_study_queues_the_presets_under_budget_first(tmp_path, max_params, names):
+    assert under(max_params) == names
     study, queued = prepare(settings(tmp_path, budget=Budget(max_params, 15)))
-    assert queued == {"warm_start": expected, "retries": []}
-    starts = warm_start(15)
-    assert waiting(study) == [(name, params_of(starts[name])) for name in expected]
-    assert [t.number for t in study.trials] == list(range(len(expected)))  # first in the study
+    assert queued == {"warm_start": names, "retries": []}
+    starts = warm_start(15, 0, max_params)
+    assert waiting(study) == [(name, params_of(starts[name])) for name in names]
+    assert [t.number for t in study.trials] == list(range(len(names)))  # first in the study
 
 
 def test_no_warm_start_queues_none_and_a_resumed_study_does_not_requeue(tmp_path):
