@@ -96,7 +96,7 @@ def run_candidate(trial: optuna.Trial, candidate: Candidate, data: Mnist, runtim
         history.append({**{k: v if v is None else round(v, 6) for k, v in asdict(stats).items()}, "at": round(time.time(), 1)})
         write(trial, history=history)
         trial.report(stats.val_acc, stats.epoch)
-        if prunable and trial.should_prune():
+        if trial.should_prune() and prunable:  # asked either way: ASHA records a trial's rung values only when asked
             reason = f"pruned at epoch {stats.epoch} (val {stats.val_acc:.2%})"
             finish("pruned", reason)
             raise optuna.TrialPruned(reason)
