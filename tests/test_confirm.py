@@ -7,8 +7,9 @@ import signal
 from optuna.trial import TrialState
 
 from nas20k.export import CONFIRMED
-from nas20k.factory import PRESETS, ArchSpec
+from nas20k.factory import ArchSpec
 from nas20k.objective import Budget, Goal
+from nas20k.space import warm_start
 from nas20k.study import search_records
 
 from conftest import SMALL, cli, load, start, status, training_now, wait_for
@@ -73,8 +74,9 @@ def test_smallest_goal_confirm_interrupted_and_resumed(tmp_path):
     study = load(tmp_path)
     budget, goal = Budget(7000, 2), Goal("smallest", 0.4)
     complete = [rec for rec in search_records(study) if rec.status == "complete"]
-    assert [rec.warm_start for rec in complete] == ["firekind-6174"]  # the only warm start under 7,000 params
-    assert complete[0].val_score >= 0.4  # passes, even at 2 epochs on 1,500 images (about 60 % measured)
+    assert [rec.warm_start for rec in complete] == ["nas20k-14088-scaled"]  # the first warm start under 7,000 params
+    assert complete[0].params < 7000
+    assert complete[0].val_score >= 0.4  # passes, even at 2 epochs on 1,500 images
     for rec in complete:  # what the study maximizes: passing ones by size
         assert study.trials[rec.number].value == goal.value(rec.val_score, rec.params, budget)
 
@@ -111,11 +113,11 @@ def test_smallest_goal_confirm_interrupted_and_resumed(tmp_path):
     assert r.exit_code == 0 and len(runs(tmp_path)) == 2  # nothing left to run
 
     r = cli("best", "--smallest", "--export", cwd=tmp_path)
-    assert rec.mean_val() >= 0.4  # firekind-6174 reaches 40 % on both seeds (about 60 % measured)
+    assert rec.mean_val() >= 0.4  # the scaled warm-start design reaches 40 % on both seeds
     assert r.exit_code == 0, r.output
     assert f"smallest passing trial #{passing.number}" in r.stdout and "over 2 seed(s)" in r.stdout
     out = tmp_path / "studies" / "smallest"
     assert {"model.pt2", "spec.json", "metrics.json"} <= {p.name for p in out.iterdir()}
-    assert ArchSpec.load(out / "spec.json") == rec.candidate.spec == PRESETS["firekind-6174"]
+    assert ArchSpec.load(out / "spec.json") == rec.candidate.spec == warm_start(2, 0, 7000)["nas20k-14088-scaled"].spec
     metrics = json.loads((out / "metrics.json").read_text())
     assert [s["seed"] for s in metrics["seeds"]] == [0, 1] and metrics["params"] == passing.params
