@@ -143,6 +143,8 @@ def warm_start(epochs: int, seed: int = 0, max_params: int | None = None) -> dic
     again with nas20k's default recipe (TrainConfig's: SGD + Nesterov, OneCycle to 0.05). The first trained candidates
     cover SGD/step, Adam/step and SGD/OneCycle.
 
+    Given `max_params`, only the designs under it that the space can express (what a new study queues).
+
     Changes from the published recipes: weight decay 1e-6 where they use none (the space's floor), and
     nitinvig-7070 gets Dropout 0.05 after its first block (Dropout is on the requirement list; it had none)."""
     step = {"schedule": "step", "drop_at": 2 / 3, "weight_decay": 1e-6, "epochs": epochs, "seed": seed, "label_smoothing": 0.0}
@@ -153,10 +155,22 @@ def warm_start(epochs: int, seed: int = 0, max_params: int | None = None) -> dic
     if max_params is not None and PRESETS["nas20k-14088"].num_params() >= max_params:
         small = scaled(PRESETS["nas20k-14088"], max_params)
         ours = {"nas20k-14088-scaled": replace(ours["nas20k-14088"], spec=small)} if small else {}
-    return {
+    starts = {
         **ours,
         "firekind-6174": Candidate(PRESETS["firekind-6174"], TrainConfig(**step, optimizer="adam", lr=0.01, batch_size=128, rotate=10.0, translate=2.8, nesterov=False)),
         "firekind-6174-onecycle": Candidate(PRESETS["firekind-6174"], TrainConfig(epochs=epochs, seed=seed)),
         "nitinvig-7070": Candidate(replace(PRESETS["nitinvig-7070"], dropout=0.05, dropout_after=(2,)),
                                    TrainConfig(**step, optimizer="sgd", lr=0.01, nesterov=False, batch_size=128, rotate=0.0, translate=0.0)),
     }
+    if max_params is None:
+        return starts
+    return {name: c for name, c in starts.items() if c.spec.num_params() < max_params and _expressible(c)}
+
+
+def _expressible(candidate: Candidate) -> bool:
+    """False for a design scaled to a tiny budget, narrower than the space's width ranges."""
+    try:
+        params_of(candidate)
+    except ValueError:
+        return False
+    return True

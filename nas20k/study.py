@@ -269,13 +269,8 @@ def _enqueue_warm_start(study: optuna.Study, settings: SearchSettings) -> list[s
         return []
     names = []
     for name, candidate in warm_start(settings.budget.max_epochs, settings.seed, settings.budget.max_params).items():
-        if candidate.spec.num_params() < settings.budget.max_params:
-            try:
-                params = params_of(candidate)
-            except ValueError:  # a design scaled to a tiny budget, narrower than the space's ranges
-                continue
-            study.enqueue_trial(params, user_attrs={"warm_start": name})
-            names.append(name)
+        study.enqueue_trial(params_of(candidate), user_attrs={"warm_start": name})
+        names.append(name)
     study.set_user_attr("warm_started", names)
     return names
 
