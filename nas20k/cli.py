@@ -96,6 +96,7 @@ def train_cmd(
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.0,
     rotate: Annotated[float, typer.Option(help="Random rotation, +- degrees.")] = 10.0,
     translate: Annotated[float, typer.Option(help="Random shift, +- pixels.")] = 1.0,
+    recalibrate_bn: Annotated[bool, typer.Option(help="Before each evaluation, recompute BatchNorm's statistics on 10,000 clean training images with Dropout off (what test time sees).")] = True,
     seed: Annotated[int, typer.Option(help="Seed for init, batch order and augmentation.")] = 0,
     recipe: Annotated[Path | None, typer.Option(help="Take the training recipe from a JSON file instead (a search export's metrics.json, or a TrainConfig); the recipe flags above are then ignored, except --seed.", show_default=False)] = None,
     device: Device = "auto",
@@ -116,7 +117,7 @@ def train_cmd(
         arch = PRESETS[preset] if preset else ArchSpec.load(spec)
         arch.validate()
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, nesterov=nesterov, weight_decay=weight_decay,
-                          schedule=schedule, drop_at=drop_at, label_smoothing=label_smoothing, rotate=rotate, translate=translate, seed=seed)
+                          schedule=schedule, drop_at=drop_at, label_smoothing=label_smoothing, rotate=rotate, translate=translate, recalibrate_bn=recalibrate_bn, seed=seed)
         if recipe is not None:
             cfg = replace(load_recipe(recipe), seed=seed)
         cfg.validate()

@@ -133,6 +133,7 @@ RECIPE_LABELS = {
     "label_smoothing": "label smoothing",
     "rotate": "augmentation: rotation, ± degrees",
     "translate": "augmentation: shift, ± pixels",
+    "recalibrate_bn": "BatchNorm statistics from clean images, Dropout off, before each evaluation",
     "seed": "training seed",
 }
 

@@ -24,6 +24,7 @@ from nas20k.runtime import Runtime
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "step", "none")
 MAX_EPOCHS = 1000  # the one epoch limit, for recipes and budgets alike
+RECALIBRATE_IMAGES = 10_000  # clean training images BatchNorm's statistics are recomputed on (more changed nothing: benchmarks/bn_recalibration.py)
 
 
 class RecipeError(UserError):
@@ -46,6 +47,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     rotate: float = 10.0  # random rotation, +-degrees
     translate: float = 1.0  # random shift, +-pixels
+    recalibrate_bn: bool = True  # before each evaluation, BatchNorm statistics from clean images, Dropout off (`recalibrate_bn`)
     seed: int = 0
 
     def validate(self) -> TrainConfig:
@@ -77,7 +79,9 @@ class TrainConfig:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise RecipeError(f"unknown recipe field(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+        # A recipe recorded before `recalibrate_bn` existed was trained and scored without it: re-running it (a confirm
+        # seed of an older study, `nas20k train --recipe` of an older export) must do the same.
+        return cls(**{"recalibrate_bn": False, **d})
 
 
 @dataclass
@@ -106,6 +110,30 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> float:
         for idx in batches(len(split), batch_size):
             correct += (model(split.x[idx]).argmax(1) == split.y[idx]).sum()
     return correct.item() / len(split)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> None:
+    """Recompute every BatchNorm's running statistics as the plain average over `x` (clean images), Dropout off.
+
+    Why: during training they average augmented images with Dropout on, and Dropout before a BatchNorm shifts the
+    variance it sees (Li et al., "Understanding the Disharmony between Dropout and Batch Normalization by Variance
+    Shift", 2019); at test time the inputs are clean and Dropout is off. torch's `swa_utils.update_bn` recomputes
+    them in train mode, Dropout on, which measured no better than not recalibrating (benchmarks/bn_recalibration.py).
+    Training itself is unchanged: in train mode BatchNorm normalizes with batch statistics, and nothing here draws
+    random numbers. Leaves the model in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+        m.train()
+    for idx in batches(len(x), batch_size):
+        model(x[idx])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -289,8 +317,9 @@ def train(
 
     Data stays where `data` lives (load it onto `runtime`'s device). On a GPU with `runtime.cuda_graphs` each step
     replays one captured CUDA graph (`_graphed_step`), else it runs eagerly; either way the epoch's loss is read
-    back once, at its end. `test_last` > 0 also measures test accuracy in the last epochs, for the record (the
-    score of a run is on validation only)."""
+    back once, at its end. With `cfg.recalibrate_bn`, BatchNorm's statistics are recomputed on clean training
+    images before each evaluation. `test_last` > 0 also measures test accuracy in the last epochs, for the record
+    (the score of a run is on validation only)."""
     cfg.validate()
     device = data.train.x.device
     steps_per_epoch = len(data.train) // cfg.batch_size
@@ -331,6 +360,8 @@ def train(
         if not math.isfinite(train_loss):
             result.status = "diverged"
             break
+        if cfg.recalibrate_bn:
+            recalibrate_bn(model, data.train.x[:RECALIBRATE_IMAGES], eval_batch)
         test_acc = evaluate(model, data.test, eval_batch) if epoch > cfg.epochs - test_last else None
         stats = EpochStats(epoch, train_loss, correct.item() / n, evaluate(model, data.val, eval_batch), time.perf_counter() - t0, opt.param_groups[0]["lr"], test_acc)
         result.history.append(stats)

@@ -262,4 +262,12 @@ def test_train_reports_per_epoch_and_test_accuracy_with_a_recipe(tmp_path):
     r = cli("train", "--preset", "firekind-6174", "--recipe", str(tmp_path / "metrics.json"), "--limit", "600", "--val-size", "200", "-q", cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert "Total params: 6,174" in r.stdout and '"optimizer": "adam"' in r.stdout
+    assert '"recalibrate_bn": false' in r.stdout  # a recipe without the key predates recalibration
     assert "epoch   1/1" in r.stdout and "test " in r.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("flag, recorded", [(None, "true"), ("--no-recalibrate-bn", "false")])
+def test_train_recalibrates_batchnorm_unless_told_not_to(tmp_path, flag, recorded):
+    r = cli("train", "--preset", "small", "--epochs", "1", "--limit", "300", "--val-size", "100", "-q", *([flag] if flag else []), cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    assert f'"recalibrate_bn": {recorded}' in r.stdout

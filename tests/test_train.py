@@ -5,7 +5,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nas20k.factory import PRESETS
-from nas20k.train import EpochStats, RecipeError, TrainConfig, _loss, _momentum, _optimizer, _scheduler, _tensor_update, evaluate, train
+from nas20k.factory import ArchSpec
+from nas20k.train import EpochStats, RecipeError, TrainConfig, _loss, _momentum, _optimizer, _scheduler, _tensor_update, evaluate, recalibrate_bn, train
 
 TINY = PRESETS["small"]
 
@@ -51,6 +52,52 @@ def test_every_optimizer_and_schedule_learns(mnist, optimizer, schedule):
     lr = 0.05 if optimizer == "sgd" else 0.005
     result = train(TINY, TrainConfig(epochs=2, batch_size=64, optimizer=optimizer, schedule=schedule, lr=lr, label_smoothing=0.1), mnist)
     assert result.status == "complete" and result.history[-1].val_acc > 0.3, result.history  # chance is 0.1
+
+
+def test_recalibrated_batchnorm_normalizes_clean_images_with_dropout_off(mnist):
+    """After recalibration, in eval mode, each BatchNorm's input over those images has exactly the recorded mean
+    and (unbiased) variance: the statistics were taken as test time sees the net. Heavy Dropout before every
+    BatchNorm makes recalibrating with Dropout on (as torch's update_bn does) fail this."""
+    spec = ArchSpec(blocks=((8, 8), (12, 10)), transitions=(0,), head="direct", dropout=0.5, dropout_after=(0, 1, 2), padding=(1, 0))
+    torch.manual_seed(0)
+    model = spec.build()
+    x = mnist.train.x[:600]
+    recalibrate_bn(model, x, batch_size=200)
+    assert not model.training
+    seen = []
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    hooks = [m.register_forward_hook(lambda m, inp, out: seen.append((m, inp[0]))) for m in norms]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    assert len(seen) == len(norms) == 4
+    for m, inp in seen:
+        torch.testing.assert_close(m.running_mean, inp.mean((0, 2, 3)), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(m.running_var, inp.transpose(0, 1).flatten(1).var(1), rtol=2e-3, atol=1e-4)
+        assert m.momentum == 0.1  # restored: training goes on with torch's running averages
+
+
+def test_recalibration_changes_the_evaluation_not_the_training(mnist):
+    """The same seed with and without it trains identically (same losses, same weights); only BatchNorm's
+    buffers and what the val accuracy is measured with differ."""
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05)
+    on, off = train(TINY, cfg, mnist), train(TINY, TrainConfig(**{**cfg.to_dict(), "recalibrate_bn": False}), mnist)
+    assert [s.train_loss for s in on.history] == [s.train_loss for s in off.history]
+    state_on, state_off = on.model.state_dict(), off.model.state_dict()
+    for name, value in state_on.items():
+        if name.endswith(("running_mean", "running_var")):
+            assert not torch.equal(value, state_off[name]), name
+        elif not name.endswith("num_batches_tracked"):
+            assert torch.equal(value, state_off[name]), name
+    assert on.history[-1].val_acc == pytest.approx(evaluate(on.model, mnist.val))
+
+
+def test_a_recipe_recorded_before_recalibration_reruns_without_it():
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k != "recalibrate_bn"}
+    assert TrainConfig.from_dict(old).recalibrate_bn is False
+    assert TrainConfig().recalibrate_bn is True
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
 
 
 @pytest.mark.parametrize("field, value, message", [
