@@ -312,10 +312,23 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def _redeliver(unraisable: sys.UnraisableHookArgs) -> None:
+    """A signal that lands while Python runs a garbage-collection callback (seen: SQLAlchemy's `_collection_gced`)
+    raises our KeyboardInterrupt inside it, where Python prints it as "Exception ignored" and drops it: the search
+    would go on. Send it again from another thread, so it lands after this hook and the callback have returned
+    (should it land in another such callback, it comes back here)."""
+    exc = unraisable.exc_value
+    if isinstance(exc, KeyboardInterrupt) and exc.args and exc.args[0] in signal.Signals.__members__:
+        threading.Timer(0.01, os.kill, (os.getpid(), signal.Signals[exc.args[0]])).start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _catch_signals() -> None:
     # Started in the background by a shell, a process inherits SIGINT ignored: take Ctrl-C / kill -INT back.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    sys.unraisablehook = _redeliver
 
 
 def _worker(settings: SearchSettings, index: int, threads: int | None, task: str) -> None:

@@ -2,12 +2,15 @@
 recorded as interrupted with the signal's name, and the next run retrains it before any new sample."""
 
 import signal
+import sys
+import time
+import weakref
 
 import pytest
 from optuna.trial import TrialState
 
 from nas20k.objective import Budget
-from nas20k.study import SearchSettings, prepare
+from nas20k.study import SearchSettings, _catch_signals, prepare
 
 from conftest import DATA_DIR, LONGER, cli, load, start, status, training_now, wait_for
 
@@ -82,3 +85,27 @@ def test_sigterm_to_the_parent_of_two_workers(tmp_path):
         original = by_number[t.user_attrs["retry_of"]]
         assert t.system_attrs["fixed_params"] == original.params
         assert t.user_attrs.get("warm_start") == original.user_attrs.get("warm_start")  # a retried preset stays one
+
+
+def test_a_signal_inside_a_garbage_collection_callback_still_stops_the_run():
+    """Python drops an exception raised in a weakref callback ("Exception ignored in ..."): a SIGTERM that lands
+    there (seen in CI, inside SQLAlchemy's `_collection_gced`) must still interrupt the search."""
+    class Thing:
+        pass
+
+    def callback(_ref: weakref.ref) -> None:
+        signal.raise_signal(signal.SIGTERM)  # the handler runs here, inside the callback
+        sum(range(1000))
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}, sys.unraisablehook
+    try:
+        _catch_signals()
+        thing = Thing()
+        ref = weakref.ref(thing, callback)  # noqa: F841 - kept alive so its callback runs
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            del thing
+            time.sleep(5)  # the search's work going on: the re-sent signal interrupts it
+    finally:
+        for s, handler in saved[0].items():
+            signal.signal(s, handler)
+        sys.unraisablehook = saved[1]
