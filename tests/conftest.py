@@ -6,6 +6,7 @@ tests of signals, killed workers and worker processes run the real command (`nas
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -44,18 +46,29 @@ def start(args: list[str], cwd: Path) -> subprocess.Popen:
 def cli(*args: str, cwd: Path):  # noqa: ANN201 - typer's Result
     """Run the CLI in this process, in `cwd`; returns typer's Result (exit_code, stdout, stderr, exception).
 
-    The search installs its SIGINT/SIGTERM handlers in the process that runs it: put pytest's back after."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    The search installs its signal handling in the process that runs it: `restoring_signals` puts pytest's back."""
     here = os.getcwd()
     os.chdir(cwd)
     try:
         from nas20k.cli import app
 
-        return CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "NAS20K_DATA_DIR": str(DATA_DIR)})
+        with restoring_signals():
+            return CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "NAS20K_DATA_DIR": str(DATA_DIR)})
     finally:
         os.chdir(here)
+
+
+@contextlib.contextmanager
+def restoring_signals() -> Iterator[None]:
+    """Restore pytest's SIGINT/SIGTERM handlers and unraisable hook, which a search in this process replaces."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    hook = sys.unraisablehook
+    try:
+        yield
+    finally:
         for s, h in handlers.items():
             signal.signal(s, h)
+        sys.unraisablehook = hook
 
 
 def status(trial: optuna.trial.FrozenTrial) -> str:

@@ -2,7 +2,6 @@
 recorded as interrupted with the signal's name, and the next run retrains it before any new sample."""
 
 import signal
-import sys
 import time
 import weakref
 
@@ -12,7 +11,7 @@ from optuna.trial import TrialState
 from nas20k.objective import Budget
 from nas20k.study import SearchSettings, _catch_signals, prepare
 
-from conftest import DATA_DIR, LONGER, cli, load, start, status, training_now, wait_for
+from conftest import DATA_DIR, LONGER, cli, load, restoring_signals, start, status, training_now, wait_for
 
 assert LONGER[LONGER.index("--max-epochs") + 1] == "3"
 
@@ -97,15 +96,10 @@ def test_a_signal_inside_a_garbage_collection_callback_still_stops_the_run():
         signal.raise_signal(signal.SIGTERM)  # the handler runs here, inside the callback
         sum(range(1000))
 
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}, sys.unraisablehook
-    try:
+    with restoring_signals():
         _catch_signals()
         thing = Thing()
         ref = weakref.ref(thing, callback)  # noqa: F841 - kept alive so its callback runs
         with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
             del thing
             time.sleep(5)  # the search's work going on: the re-sent signal interrupts it
-    finally:
-        for s, handler in saved[0].items():
-            signal.signal(s, handler)
-        sys.unraisablehook = saved[1]

@@ -4,8 +4,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nas20k.factory import PRESETS
-from nas20k.factory import ArchSpec
+from nas20k.factory import PRESETS, ArchSpec
 from nas20k.train import EpochStats, RecipeError, TrainConfig, _loss, _momentum, _optimizer, _scheduler, _tensor_update, evaluate, recalibrate_bn, train
 
 TINY = PRESETS["small"]
