@@ -1,5 +1,6 @@
 """The objective, the gate, the goal, the warm start, selection and the search/best/export commands, on a small real subset."""
 
+import dataclasses
 import json
 import multiprocessing as mp
 import sqlite3
@@ -147,9 +148,9 @@ def under(max_params: int) -> list[str]:
 @pytest.mark.parametrize("max_params, names", [
     (20_000, ["nas20k-14088", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070"]),
     (8000, ["nas20k-14088-scaled", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070"]),
-    (6500, ["nas20k-14088-scaled", "firekind-6174", "firekind-6174-onecycle"]),
-    (6000, ["nas20k-14088-scaled"]),
-    (3000, []),  # ours scaled to fit (2,922 params) has widths below the space's ranges: skipped, not a crash
+    (6500, ["nas20k-14088-scaled", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070-scaled"]),
+    (6000, ["nas20k-14088-scaled", "firekind-6174-scaled", "firekind-6174-onecycle-scaled", "nitinvig-7070-scaled"]),
+    (3000, ["firekind-6174-scaled", "firekind-6174-onecycle-scaled"]),  # ours scaled to fit (2,922 params) has widths below the space's ranges: skipped, not a crash
     (1000, []),  # not even a tenth of ours fits
 ])
 def test_a_new_study_queues_the_presets_under_budget_first(tmp_path, max_params, names):
@@ -159,6 +160,18 @@ def test_a_new_study_queues_the_presets_under_budget_first(tmp_path, max_params,
     starts = warm_start(15, 0, max_params)
     assert waiting(study) == [(name, params_of(starts[name])) for name in names]
     assert [t.number for t in study.trials] == list(range(len(names)))  # first in the study
+
+
+@pytest.mark.parametrize("max_params", [8000, 6500, 6000, 3000])
+def test_a_design_over_budget_starts_scaled_with_its_recipe(max_params):
+    full = warm_start(15, 0)
+    for name, start in warm_start(15, 0, max_params).items():
+        original = full[name.removesuffix("-scaled")]
+        assert start.spec.num_params() < max_params
+        assert name.endswith("-scaled") == (original.spec.num_params() >= max_params)
+        assert start.train == original.train  # the same recipe
+        assert [len(b) for b in start.spec.blocks] == [len(b) for b in original.spec.blocks]  # the same layout, narrower
+        assert dataclasses.replace(start.spec, blocks=original.spec.blocks, transitions=original.spec.transitions) == original.spec
 
 
 def test_no_warm_start_queues_none_and_a_resumed_study_does_not_requeue(tmp_path):
