@@ -294,13 +294,29 @@ def _graphed_step(model: nn.Module, forward: Callable[[torch.Tensor], torch.Tens
         for t in opt_state:
             t.zero_()
 
-    def step(batch: torch.Tensor) -> None:
-        idx.copy_(batch)
-        lr.fill_(group["lr"])
-        mom.fill_(_momentum(group))
-        graph.replay()
+    return _Replay(graph, group, idx, lr, mom, opt_state)
 
-    return step
+
+@dataclass
+class _Replay:
+    """One training step: write the batch's indices and the schedule's lr/momentum into the static tensors, replay.
+
+    It holds every tensor the graph addresses that the model and data do not own (the optimizer's state among
+    them): the graph keeps raw addresses, so a buffer freed while the graph lives hands its memory to the next
+    allocation, and each replay then writes momentum over, say, the next epoch's batch permutation."""
+
+    graph: torch.cuda.CUDAGraph
+    group: dict  # the optimizer's param group, where torch's scheduler writes lr and momentum
+    idx: torch.Tensor
+    lr: torch.Tensor
+    mom: torch.Tensor
+    state: list[torch.Tensor]
+
+    def __call__(self, batch: torch.Tensor) -> None:
+        self.idx.copy_(batch)
+        self.lr.fill_(self.group["lr"])
+        self.mom.fill_(_momentum(self.group))
+        self.graph.replay()
 
 
 def train(
