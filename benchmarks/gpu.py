@@ -6,7 +6,8 @@ prints one line and exits 0).
 (2) one seed trial with the default recipe (20 epochs, SGD + OneCycle, batch 128): wall seconds and val accuracy;
 (3) aggregate img/s of 1, 4 and 8 spawned worker processes training the firekind-6174 candidate (its warm-start
     recipe, batch 128) with graphs at the same time, as a search's workers share one GPU: images of the epochs after
-    the first, over the time from the first worker finishing its first epoch to the last worker finishing;
+    the first, over the time from the first worker finishing its first epoch to the last worker finishing (this
+    depends on CUDA MPS: without it the GPU time-slices between processes; the first line says which);
 then the ratios, last.
 
     python benchmarks/gpu.py [--data-dir ../shared/data] [--quick] [--out results.json]
@@ -25,7 +26,7 @@ import torch
 
 from nas20k.data import Mnist, default_data_dir, load_mnist
 from nas20k.factory import PRESETS
-from nas20k.runtime import Runtime
+from nas20k.runtime import Runtime, mps_running
 from nas20k.space import warm_start
 from nas20k.train import TrainConfig, train
 
@@ -80,7 +81,7 @@ def concurrent(root: str, workers: int, epochs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--quick", action="store_true", help="a 4-epoch trial and 3 worker epochs instead of 20 and 6, so the whole run fits in about 3 minutes on an H100")
+    parser.add_argument("--quick", action="store_true", help="a 4-epoch trial and 3 worker epochs instead of 20 and 6 (the full run took 116 s on an H200)")
     parser.add_argument("--out", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -88,8 +89,9 @@ def main() -> None:
         return
     root = str(args.data_dir or default_data_dir())
     trial_epochs, worker_epochs = (4, 3) if args.quick else (20, 6)
-    results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "quick": args.quick}
-    print(f"{results['device']}, torch {torch.__version__}, seed net {PRESETS['seed'].num_params():,} params", flush=True)
+    results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "quick": args.quick, "mps": mps_running()}
+    print(f"{results['device']}, torch {torch.__version__}, seed net {PRESETS['seed'].num_params():,} params, "
+          f"CUDA MPS {'running' if results['mps'] else 'not running (the workers in (3) time-slice the GPU)'}", flush=True)
 
     data = load_mnist(root, device="cuda", download=False)
     print(f"(1) ms per step, epoch 2 over {len(data.train):,} images:", flush=True)

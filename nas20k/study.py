@@ -63,7 +63,9 @@ def cpu_count() -> int:
 
 def default_jobs(device: torch.device) -> int:
     """Measured: on 2 CPU cores, 2 one-thread workers train 1.60x the images of one two-thread worker
-    (benchmarks/jobs.py); on an H200, 8 trainer processes gave 2.9x one (../shared/NOTES.md)."""
+    (benchmarks/jobs.py); on an H200 with CUDA graphs, 8 workers train 2.5x the images of one under CUDA MPS and
+    0.89x without it (`runtime.mps_running`), where their per-trial host work (sampling, capture, evaluation)
+    still overlaps the GPU's."""
     if device.type != "cuda":
         return cpu_count()
     return 8 if device.index is not None else 8 * torch.cuda.device_count()  # cuda:N pins every worker to one GPU

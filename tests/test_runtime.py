@@ -1,6 +1,7 @@
 """How a run executes (device, CUDA graphs) apart from its recipe. The graph path's tests need a GPU;
 its update and its freedom from host syncs are checked on the CPU in test_train.py."""
 
+import io
 import subprocess
 import sys
 from dataclasses import asdict
@@ -8,11 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 
+import nas20k.cli as cli
 from nas20k.data import Mnist, Split, load_mnist
 from nas20k.errors import UserError
 from nas20k.factory import PRESETS
-from nas20k.runtime import DeviceError, Runtime, pick_device
+from nas20k.runtime import DeviceError, Runtime, mps_running, pick_device
 from nas20k.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,3 +137,24 @@ def test_graphed_training_on_a_gpu_that_is_not_current(mnist):
     data = Mnist(*(Split(s.x.to("cuda:1"), s.y.to("cuda:1")) for s in (mnist.train, mnist.val, mnist.test)))
     result = train(TINY, TrainConfig(epochs=1, batch_size=64), data, runtime=Runtime(device="cuda:1"))
     assert result.status == "complete" and next(result.model.parameters()).device == torch.device("cuda", 1)
+
+
+def test_mps_is_seen_through_its_control_pipe(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    assert not mps_running()
+    (tmp_path / "control").touch()
+    assert mps_running()
+
+
+@pytest.mark.parametrize("device, workers, mps, noted", [
+    ("cuda", 8, False, True), ("cuda", 8, True, False), ("cuda", 1, False, False), ("cpu", 2, False, False),
+])
+def test_search_header_says_when_gpu_workers_take_turns(monkeypatch, device, workers, mps, noted):
+    """Several workers on one GPU without MPS time-slice it (measured 0.89x one worker on an H200): the header says
+    so and how to start MPS; nothing is said where it does not apply."""
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "out", Console(file=buf, width=200))
+    monkeypatch.setattr(cli, "mps_running", lambda: mps)
+    cli._note_mps(torch.device(device), workers)
+    assert ("CUDA MPS is not running" in buf.getvalue() and "nvidia-cuda-mps-control -d" in buf.getvalue()) == noted
+    assert bool(buf.getvalue()) == noted
