@@ -241,6 +241,12 @@ PRESETS: dict[str, ArchSpec] = {
     # confirmed on 3 seeds. firekind's layout, widened where the image is 14x14 (28-18-14): 14,088 params.
     "nas20k-14088": ArchSpec(blocks=((10, 10), (28, 18, 14), (16, 10)), transitions=(0, 0), head="direct",
                              dropout=0.07599300706563089, dropout_after=(1, 4), padding=(1, 1, 0)),
+    # Found by nas20k's search under 8,000 params and 15 epochs on an H200 (studies/reference/small8k-gpu.db, trials
+    # #290 and #329, chosen on validation, confirmed on 5 seeds): firekind's layout again, with other widths.
+    "nas20k-7458": ArchSpec(blocks=((12, 10), (10, 14), (18, 10)), transitions=(0, 0), head="direct",
+                            dropout=0.06586064683528771, dropout_after=(1, 3), padding=(1, 1, 0)),
+    "nas20k-5826": ArchSpec(blocks=((6, 10), (10, 10), (18, 10)), transitions=(0, 0), head="direct",
+                            dropout=0.08445798415386968, dropout_after=(1, 3), padding=(0, 1, 0)),
 }
 
 

@@ -105,7 +105,7 @@ def run_candidate(trial: optuna.Trial, candidate: Candidate, data: Mnist, runtim
         write(trial, status="training", history=[])
         result = train(candidate.spec, candidate.train, data, on_epoch, runtime=runtime, test_last=SCORE_EPOCHS)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM turned into one by the worker: say so, then let Optuna fail it
-        finish("interrupted", f"interrupted by {e.args[0] if e.args else 'SIGINT'} in epoch {len(history) + 1}; the next run retrains it")
+        finish("interrupted", f"interrupted by {_signal_name(e)} in epoch {len(history) + 1}; the next run retrains it")
         raise
     if result.status == "diverged":
         finish("diverged", f"diverged: loss became NaN/inf in epoch {len(history) + 1}")
@@ -117,6 +117,10 @@ def run_candidate(trial: optuna.Trial, candidate: Candidate, data: Mnist, runtim
            test_acc=history[-1]["test_acc"], test_acc_last3=statistics.fmean(h["test_acc"] for h in last),
            weights=_save_weights(trial, result, store))
     return score
+
+
+def _signal_name(e: KeyboardInterrupt) -> str:
+    return e.args[0] if e.args else "SIGINT"
 
 
 def _save_weights(trial: optuna.Trial, result: TrainResult, store: optuna.artifacts.FileSystemArtifactStore) -> str:
@@ -134,7 +138,11 @@ class Objective:
         self.data, self.budget, self.store, self.goal, self.runtime, self.seed = data, budget, store, goal, runtime, seed
 
     def __call__(self, trial: optuna.Trial) -> float:
-        candidate = suggest(trial, self.budget.max_epochs, self.seed)
+        try:
+            candidate = suggest(trial, self.budget.max_epochs, self.seed)
+        except KeyboardInterrupt as e:  # TPE's sampling takes a while in a long study: a signal may land there
+            write(trial, status="interrupted", reason=f"interrupted by {_signal_name(e)} while sampling, before training; nothing to retrain")
+            raise
         write(trial, candidate=candidate.to_dict(), worker=f"{socket.gethostname()}:{os.getpid()}")
         try:
             params = candidate.spec.num_params()

@@ -115,7 +115,7 @@ STATUS_MEANING = {
     "pruned": "stopped early by the pruner (its last validation accuracy is what it told)",
     "rejected": "never trained: over the parameter budget, or does not fit the image",
     "diverged": "loss became NaN/inf; stopped",
-    "interrupted": "stopped by a signal; the next run retrains it",
+    "interrupted": "stopped by a signal; the next run retrains it (unless it was still sampling)",
     "failed": "crashed (or its worker died)",
     "running": "training now",
     "waiting": "queued",

@@ -278,11 +278,12 @@ def _enqueue_warm_start(study: optuna.Study, settings: SearchSettings) -> list[s
 
 
 def _enqueue_retries(study: optuna.Study) -> list[int]:
-    """Queue every interrupted trial again with the same parameters (retrained from its first epoch)."""
+    """Queue every trial interrupted in training again with the same parameters (retrained from its first epoch);
+    one stopped while sampling has no candidate yet, and nothing to retrain."""
     trials = study.get_trials(deepcopy=False)
     recs = records(trials)
     retried = {r.retry_of for r in recs if r.retry_of is not None}
-    todo = [r for r in recs if r.status == "interrupted" and r.number not in retried]
+    todo = [r for r in recs if r.status == "interrupted" and r.candidate is not None and r.number not in retried]
     for r in todo:
         study.enqueue_trial(trials[r.number].params, user_attrs={"retry_of": r.number, **({"warm_start": r.warm_start} if r.warm_start else {})})
     return [r.number for r in todo]
@@ -450,6 +451,7 @@ def plan_confirmations(settings: SearchSettings, top: int, seeds: int) -> tuple[
     check_files(Path(settings.data_dir) if settings.data_dir else default_data_dir(), settings.download)
     study = load_study(settings.storage_url, settings.study_name)
     storage = open_storage(settings.storage_url, settings.heartbeat)
+    settings.artifacts_dir.mkdir(parents=True, exist_ok=True)  # a confirm may write its weights to a new folder
     confirm = optuna.create_study(study_name=settings.study_name + CONFIRM_SUFFIX, storage=storage, direction="maximize",
                                   load_if_exists=True, pruner=optuna.pruners.NopPruner())
     confirm.set_metric_names(["val score"])

@@ -20,7 +20,7 @@ from nas20k.factory import PRESETS, ArchSpec
 from nas20k.objective import Budget, Goal, Objective
 from nas20k.record import TrialRecord, records
 from nas20k.space import Candidate, params_of, warm_start
-from nas20k.study import SearchSettings, open_storage, prepare
+from nas20k.study import SearchSettings, _enqueue_retries, open_storage, prepare
 from nas20k.train import TrainConfig
 
 from conftest import DATA_DIR, SMALL, cli, load, nas20k, status, trained
@@ -50,6 +50,22 @@ def test_gate_rejects_over_budget_without_training(mnist, monkeypatch, tmp_path)
     assert trial.user_attrs["params"] >= 20_000 and f"{trial.user_attrs['params']:,} params" in trial.user_attrs["reason"]
     assert trial.constraints["over_budget"] == trial.user_attrs["params"] - 20_000 + 1  # the sampler sees how far over
     assert not list(tmp_path.iterdir())  # no weights
+
+
+def test_a_signal_while_sampling_is_recorded_and_not_retrained(mnist, monkeypatch, tmp_path):
+    """Seen on a GPU: SIGTERM to a 12-worker search landed in TPE's sampling in 3 workers, whose trials then read
+    as plain failures with no reason."""
+    def sampling(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt("SIGTERM")
+
+    monkeypatch.setattr(objective_mod, "suggest", sampling)
+    study = make_study()
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(Objective(mnist, Budget(), FileSystemArtifactStore(str(tmp_path))), n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == TrialState.FAIL and status(trial) == "interrupted"
+    assert trial.user_attrs["reason"] == "interrupted by SIGTERM while sampling, before training; nothing to retrain"
+    assert _enqueue_retries(study) == [] and len(study.trials) == 1  # nothing queued again
 
 
 def test_diverged_candidate_is_recorded_and_the_search_goes_on(mnist, tmp_path):
@@ -146,11 +162,11 @@ def under(max_params: int) -> list[str]:
 
 
 @pytest.mark.parametrize("max_params, names", [
-    (20_000, ["nas20k-14088", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070"]),
-    (8000, ["nas20k-14088-scaled", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070"]),
-    (6500, ["nas20k-14088-scaled", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070-scaled"]),
-    (6000, ["nas20k-14088-scaled", "firekind-6174-scaled", "firekind-6174-onecycle-scaled", "nitinvig-7070-scaled"]),
-    (3000, ["firekind-6174-scaled", "firekind-6174-onecycle-scaled"]),  # ours scaled to fit (2,922 params) has widths below the space's ranges: skipped, not a crash
+    (20_000, ["nas20k-14088", "nas20k-7458", "nas20k-5826", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070"]),
+    (8000, ["nas20k-7458", "nas20k-5826", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070", "nas20k-14088-scaled"]),
+    (6500, ["nas20k-5826", "firekind-6174", "firekind-6174-onecycle", "nas20k-14088-scaled", "nas20k-7458-scaled", "nitinvig-7070-scaled"]),
+    (6000, ["nas20k-5826", "nas20k-14088-scaled", "nas20k-7458-scaled", "firekind-6174-scaled", "firekind-6174-onecycle-scaled", "nitinvig-7070-scaled"]),
+    (3000, ["firekind-6174-scaled", "firekind-6174-onecycle-scaled"]),  # ours scaled to fit (2,922 params and less) have widths below the space's ranges: skipped, not a crash
     (1000, []),  # not even a tenth of the widths fits, except nitinvig-7070 at width 4, which the space cannot express
 ])
 def test_a_new_study_queues_the_presets_under_budget_first(tmp_path, max_params, names):
@@ -260,7 +276,8 @@ def test_search_resumes_a_study(study_copy):
     assert "next: nas20k best --export" in r.stdout and "nas20k report" in r.stdout and "nas20k dashboard" in r.stdout
     after = _states(db)
     assert after[:3] == first[:3]  # the same study, continued: its finished trials untouched
-    assert first[3:] == [(3, "WAITING")] and after[3][1] in ("COMPLETE", "PRUNED")  # the queued 4th design trained next
+    assert first[3:] == [(n, "WAITING") for n in range(3, len(under(20_000)))]  # the rest of the warm start, queued
+    assert after[3][1] in ("COMPLETE", "PRUNED") and after[4:] == first[4:]  # the 4th design trained next, the rest still queued
     study = load(study_copy)
     assert trained(study) == 4 and all(t.state != TrialState.RUNNING for t in study.trials)
     assert study.user_attrs["warm_started"] == under(20_000)  # not queued again
