@@ -1,8 +1,4 @@
-"""Choose a trial and hand it over: weights from the artifact store, exported so plain torch can load it.
-
-Selection reads validation only: the mean val score over a candidate's seeds (its own score until it is
-confirmed). Test accuracy is carried along for the record.
-"""
+"""Hand a chosen trial over: its weights from the artifact store, exported so plain torch can load it."""
 
 from __future__ import annotations
 
@@ -11,62 +7,33 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import optuna
 import pandas as pd
 import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
 from nas20k.data import IMAGE_SIZE, MEAN, STD
-from nas20k.errors import UserError
 from nas20k.factory import summary
-from nas20k.objective import Budget, Goal, checklist
-from nas20k.record import SCORE_EPOCHS, TrialRecord
-from nas20k.study import search_records
-
-CONFIRMED = 2  # seeds a candidate needs before `best --smallest` trusts its mean
+from nas20k.record import StudyMeta, TrialRecord
+from nas20k.results import ExportError, record_checklist
 
 
-class ExportError(UserError):
-    """Nothing to export, or nowhere to put it; one readable line."""
+def check_target(out: Path, study: str, storage: str, force: bool = False) -> None:
+    """Refuse to write into a folder this study did not export to before (a committed result, another study's
+    export, anything else), unless `force`: an export replaces files without asking."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"cannot export into {out}: it is a file, not a folder")
+    if force or not out.exists() or not any(out.iterdir()):
+        return
+    try:
+        previous = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        previous = {}
+    if not isinstance(previous, dict) or (previous.get("study"), previous.get("storage")) != (study, storage):
+        raise ExportError(f"{out} holds files this study did not export (a committed result or another export); "
+                          "choose another folder, or pass --force to replace them")
 
 
-def study_budget(study: optuna.Study) -> Budget:
-    return Budget(**study.user_attrs.get("budget", {}))
-
-
-def study_goal(study: optuna.Study) -> Goal:
-    return Goal(**study.user_attrs.get("goal", {}))
-
-
-def ranked(recs: list[TrialRecord]) -> list[TrialRecord]:
-    """Completed trials, best first by mean val score over their seeds; more seeds first among equals."""
-    complete = [r for r in recs if r.status == "complete" and r.val_score is not None]
-    return sorted(complete, key=lambda r: (-r.mean_val(), -r.n_seeds, r.number))
-
-
-def best_record(study: optuna.Study) -> TrialRecord:
-    """The completed trial with the highest mean val score (never test accuracy)."""
-    best = ranked(search_records(study))
-    if not best:
-        raise ExportError(f"study {study.study_name!r} has no completed trial yet; run `nas20k search` (or let it finish a trial) first")
-    return best[0]
-
-
-def smallest_record(study: optuna.Study, target: float) -> TrialRecord:
-    """The fewest-parameter trial whose confirmed (>= 2 seeds) mean val score reaches `target`."""
-    passing = [r for r in ranked(search_records(study)) if r.n_seeds >= CONFIRMED and r.mean_val() >= target]
-    if not passing:
-        raise ExportError(f"study {study.study_name!r} has no candidate with a confirmed mean val score >= {target:.2%} "
-                          f"(>= {CONFIRMED} seeds); run `nas20k confirm` on it, or search longer")
-    return min(passing, key=lambda r: (r.params, -r.mean_val()))
-
-
-def record_checklist(study: optuna.Study, r: TrialRecord) -> list[tuple[str, bool]]:
-    """The mission's list; accuracy is the mean over seeds of each run's last-3-epoch test accuracy where known."""
-    n = sum(s.test_acc_last3 is not None for s in r.seeds)
-    label = f"test accuracy, mean of last {SCORE_EPOCHS} epochs over {n} seed{'s' * (n != 1)}" if n else "test accuracy"
-    acc = r.mean_test_last3() if n else r.test_acc
-    return checklist(r.candidate.spec, r.epochs, acc, study_budget(study), label)
+MARKS = {True: "x", False: " ", None: "?"}  # a checklist line passed, failed, unconfirmed
 
 
 def load_model(r: TrialRecord, artifacts: Path) -> torch.nn.Module:
@@ -82,9 +49,10 @@ def load_model(r: TrialRecord, artifacts: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def metrics(study: optuna.Study, r: TrialRecord) -> dict:
+def metrics(study: str, storage: str, r: TrialRecord, meta: StudyMeta) -> dict:
     return {
-        "study": study.study_name,
+        "study": study,
+        "storage": storage,
         "trial": r.number,
         "params": r.params,
         "macs": r.macs,
@@ -102,15 +70,16 @@ def metrics(study: optuna.Study, r: TrialRecord) -> dict:
         "std": STD,
         "input_shape": [1, IMAGE_SIZE, IMAGE_SIZE],
         "train": r.candidate.train.to_dict(),
-        "checklist": {line: ok for line, ok in record_checklist(study, r)},
+        "runtime": meta.runtime,
+        "checklist": {line: ok for line, ok in record_checklist(r, meta)},
     }
 
 
-def export(study: optuna.Study, r: TrialRecord, artifacts: Path, out: Path) -> list[Path]:
+def export(study: str, storage: str, r: TrialRecord, meta: StudyMeta, artifacts: Path, out: Path, force: bool = False) -> list[Path]:
     """Write model.pt2 (torch.export, dynamic batch), model.pt, spec.json, metrics.json, summary.txt, history.csv
-    (and model.onnx when onnx is installed) into `out`; returns the files written."""
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"cannot export into {out}: it is a file, not a folder")
+    (and model.onnx when onnx is installed) into `out`; returns the files written. `storage` (password-free) names
+    where the study lives, so a later export of the same study may replace this one and nothing else."""
+    check_target(out, study, storage, force)
     model = load_model(r, artifacts)
     with tempfile.TemporaryDirectory() as tmp:  # write everything first, then move: a failure leaves `out` as it was
         stage = Path(tmp)
@@ -119,10 +88,10 @@ def export(study: optuna.Study, r: TrialRecord, artifacts: Path, out: Path) -> l
         torch.export.save(program, stage / "model.pt2")
         torch.save(model.state_dict(), stage / "model.pt")
         (stage / "spec.json").write_text(r.candidate.spec.to_json() + "\n")
-        m = metrics(study, r)
+        m = metrics(study, storage, r, meta)
         (stage / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
-        checks = "\n".join(f"[{'x' if ok else ' '}] {line}" for line, ok in m["checklist"].items())
-        (stage / "summary.txt").write_text(f"study {study.study_name}, trial {r.number}\n{summary(r.candidate.spec)}\n{checks}\n")
+        checks = "\n".join(f"[{MARKS[ok]}] {line}" for line, ok in m["checklist"].items())
+        (stage / "summary.txt").write_text(f"study {study}, trial {r.number}\n{summary(r.candidate.spec)}\n{checks}\n")
         pd.DataFrame(r.history).to_csv(stage / "history.csv", index=False)
         _export_onnx(model, example, stage / "model.onnx")
         out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """The CNN factory: an `ArchSpec` (JSON-able) -> a layer plan -> an `nn.Sequential`.
 
 One walk over the spec (`plan`) yields every layer with its shapes and parameter count, so the
-parameter gate, the summary table, the MAC count and the model itself can never disagree.
+parameter gate, the summary table, the MAC count and the model itself can never disagree. torch is imported
+only to build a model: specs, counts and checks stay cheap for the CLI and the readers.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ import json
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from nas20k.errors import UserError
+from nas20k.mission import Facts
+
+if TYPE_CHECKING:
+    from torch import nn
 
 HEADS = ("gap", "fc", "conv", "direct")
 
@@ -97,7 +101,14 @@ class ArchSpec:
         return sum(layer.macs for layer in plan(self))
 
     def build(self) -> nn.Sequential:
+        from torch import nn
+
         return nn.Sequential(OrderedDict((layer.name, layer.module()) for layer in plan(self)))
+
+    def facts(self, epochs: int) -> Facts:
+        """What the mission's checklist asks of this model trained for `epochs`."""
+        kinds = {layer.kind for layer in plan(self)}
+        return Facts(self.num_params(), epochs, "bn" in kinds, self.dropout if "dropout" in kinds else 0.0, self.head)
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,8 @@ class Layer:
         return (self.c_out,) if self.kind == "linear" or self.kind == "flatten" else (self.c_out, self.size, self.size)
 
     def module(self) -> nn.Module:
+        from torch import nn
+
         return {
             "conv3": lambda: nn.Conv2d(self.c_in, self.c_out, 3, padding=self.pad, bias=self.bias),
             "conv1": lambda: nn.Conv2d(self.c_in, self.c_out, 1, bias=self.bias),
@@ -263,7 +276,3 @@ def scaled(spec: ArchSpec, max_params: int) -> ArchSpec | None:
         return replace(spec, blocks=blocks, transitions=tuple(w(t) if t else 0 for t in spec.transitions))
 
     return next((s for s in map(at, range(100, 9, -1)) if s.num_params() < max_params), None)
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -1,5 +1,5 @@
-"""What a trial records, in one place: the objective and the confirm runs write it through `write`, and every
-reader (best, trials, report, export, progress lines) gets a typed `TrialRecord` from a FrozenTrial.
+"""What a study and its trials record, in one place: the runner writes through `write` and `StudyMeta.save`, and
+every reader (best, trials, report, export, progress lines) gets a typed `TrialRecord` / `StudyMeta` back.
 
 Optuna's states alone cannot tell an over-budget rejection (PRUNED, never trained) from a pruned trial, nor
 an interrupted one from a crash, so each trial also carries `status` and `reason` in its user attrs.
@@ -8,17 +8,44 @@ an interrupted one from a crash, so each trial also carries `status` and `reason
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas20k.mission import Budget, Goal
+from nas20k.optuna_private import storage_of
 from nas20k.space import Candidate
 
-STATUSES = ("complete", "pruned", "rejected", "diverged", "interrupted", "failed", "running", "waiting")
+STATUSES = ("complete", "pruned", "rejected", "diverged", "interrupted", "failed", "running", "waiting", "requeued")
 TRAINED = ("complete", "pruned", "diverged")  # the statuses that count against --trials
 SCORE_EPOCHS = 3  # a run's score is the mean validation accuracy of its last 3 epochs, not a lucky peak
 _STATE_STATUS = {TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
+CONFIRM_SUFFIX = ":confirm"  # the study holding a search's seed-confirmation runs, in the same storage
+
+
+@dataclass
+class StudyMeta:
+    """The study's own attributes: the budget and goal it was searched under (fixed at creation), what the warm
+    start queued (None: not decided yet), the --trials it was asked for, and how each run executed (`runtime`:
+    one entry per distinct device/precision/workers/threads/torch combination)."""
+
+    budget: Budget = field(default_factory=Budget)
+    goal: Goal = field(default_factory=Goal)
+    warm_started: list[str] | None = None
+    trials_target: int = 0
+    runtime: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> StudyMeta:
+        a = study.user_attrs
+        return cls(Budget(**a.get("budget", {})), Goal(**a.get("goal", {})), a.get("warm_started"), a.get("trials_target", 0),
+                   a.get("runtime", []))
+
+    def save(self, study: optuna.Study) -> None:
+        for key, value in asdict(self).items():
+            if value is not None and study.user_attrs.get(key) != value:
+                study.set_user_attr(key, value)
 
 
 @dataclass(frozen=True)
@@ -52,10 +79,12 @@ class TrialRecord:
     weights: str | None = None  # artifact id of the final weights
     worker: str | None = None
     warm_start: str | None = None  # the preset a warm-start trial was seeded with
+    prune_from: int | None = None  # a warm-start trial: the first epoch the pruner may stop it at (None: never)
     retry_of: int | None = None  # the interrupted trial this one retrains
     confirms: int | None = None  # in a confirm study: the search trial whose candidate this run re-trains
     seed: int | None = None  # in a confirm study: the training seed of this run
     seeds: list[SeedRun] = field(default_factory=list)  # filled by `attach_confirmations`
+    value: float | None = None  # what Optuna was told (the goal's value), from the trial itself
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
@@ -63,13 +92,14 @@ class TrialRecord:
         if trial.state in _STATE_STATUS:
             status = _STATE_STATUS[trial.state]
         elif trial.state == TrialState.FAIL:
-            status = "interrupted" if a.get("status") == "interrupted" else "failed"
+            status = a["status"] if a.get("status") in ("interrupted", "requeued") else "failed"
         else:
             status = a.get("status", trial.state.name.lower())
-        kept = {f.name for f in fields(cls)} - {"number", "status", "candidate", "seeds"}
+        kept = {f.name for f in fields(cls)} - {"number", "status", "candidate", "seeds", "value"}
         return cls(
             number=trial.number,
             status=status,
+            value=trial.value if trial.state == TrialState.COMPLETE else None,
             candidate=Candidate.from_dict(a["candidate"]) if "candidate" in a else None,
             **{k: v for k, v in a.items() if k in kept},
         )
@@ -118,7 +148,7 @@ class TrialRecord:
 
 def write(trial: optuna.Trial, **attrs: object) -> None:
     """Set record fields on a running trial; unknown names are a bug, not a new attribute."""
-    known = {f.name for f in fields(TrialRecord)} - {"number", "seeds"}
+    known = {f.name for f in fields(TrialRecord)} - {"number", "seeds", "value"}
     unknown = set(attrs) - known
     if unknown:
         raise TypeError(f"not a trial record field: {', '.join(sorted(unknown))}")
@@ -126,9 +156,18 @@ def write(trial: optuna.Trial, **attrs: object) -> None:
         trial.set_user_attr(key, value)
 
 
-def warm_start_of(trial: optuna.Trial) -> str | None:
-    """The preset a running trial was queued with (`TrialRecord.warm_start` of a finished one)."""
-    return trial.user_attrs.get("warm_start")
+def prune_from(trial: optuna.Trial) -> int | None:
+    """The first epoch at which the pruner may stop this running trial: 1 for a sampled one; what the warm start
+    queued it with for a warm-start design (None: never)."""
+    return trial.user_attrs.get("prune_from") if "warm_start" in trial.user_attrs else 1
+
+
+def search_records(study: optuna.Study) -> list[TrialRecord]:
+    """Every trial of a search as a record, completed ones with their seed runs (from the confirm study)."""
+    confirm_name = study.study_name + CONFIRM_SUFFIX
+    storage = storage_of(study)
+    confirm = optuna.load_study(study_name=confirm_name, storage=storage).get_trials(deepcopy=False) if confirm_name in optuna.get_all_study_names(storage) else []
+    return attach_confirmations(records(study.get_trials(deepcopy=False)), records(confirm))
 
 
 def records(trials: list[FrozenTrial]) -> list[TrialRecord]:

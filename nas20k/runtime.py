@@ -1,36 +1,54 @@
-"""How a run executes — device, torch.compile, CUDA graphs, threads — kept apart from the recipe a candidate
-carries, so a recipe found on a laptop's CPU retrains the same way on a GPU."""
+"""How a run executes — device, precision, torch.compile, CUDA graphs — kept apart from the recipe a candidate
+carries, so a recipe found on a laptop's CPU retrains the same way on a GPU. torch is imported where a device is
+resolved, not when the CLI starts."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from nas20k.errors import UserError
 
+if TYPE_CHECKING:
+    import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
 
 class DeviceError(UserError):
-    """A --device value that names no usable device; one readable line."""
+    """A --device or --precision value that names nothing usable; one readable line."""
 
 
 @dataclass(frozen=True)
 class Runtime:
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "cpu"  # cpu | cuda:N, as resolved by `pick_device`
+    precision: str = "fp32"  # fp32 | bf16 (autocast for the training step; weights, optimizer and BatchNorm stay fp32)
+    channels_last: bool = False  # the model's convs in NHWC memory order (with bf16 on the CPU: oneDNN's fast path)
     compile: bool = False  # torch.compile the model: tens of seconds per architecture, pays off only on long runs
     cuda_graphs: bool = True  # on CUDA: capture the training step once and replay it (ignored on CPU)
-    threads: int | None = None  # torch CPU threads (None: torch's default)
 
-    def torch_device(self) -> torch.device:
-        return pick_device(self.device)
+    def autocast(self, device_type: str) -> contextlib.AbstractContextManager:
+        """The context the training step's forward pass runs in: bf16 autocast, or nothing. `cache_enabled=False`
+        because a CUDA graph must not capture autocast's weight cache (it is cleared between steps)."""
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False)
+
+    def describe(self) -> str:
+        return f"{self.device} {self.precision}{' channels_last' if self.channels_last else ''}"
 
 
 def pick_device(name: str = "auto") -> torch.device:
     """`auto` is `cuda` when CUDA is available, else the CPU. `cuda` (no index: a search spreads its workers over
     the GPUs, a single run uses the current one, cuda:0) needs CUDA; `cuda:N` must exist."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
@@ -48,9 +66,34 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cuda", index)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic in hardware (AVX512-BF16 or AMX), as torch reports it. Elsewhere
+    bf16 is emulated and slower than fp32, so `auto` keeps fp32 there."""
+    import torch
+
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    """`auto`: bf16 on a CPU with hardware bf16 (benchmarks/cpu_precision.py measures it; accuracy parity in
+    docs/results.md), fp32 everywhere else, CUDA included until it is measured there."""
+    if name not in PRECISIONS:
+        raise DeviceError(f"--precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    if name == "auto":
+        return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+    return name
+
+
+def resolve(device: str = "auto", precision: str = "auto", *, compile: bool = False, cuda_graphs: bool = True) -> Runtime:
+    """The runtime a command's flags ask for, with `auto` decided for this machine. channels_last goes with bf16
+    on the CPU, where oneDNN's bf16 convolutions want NHWC; in fp32 it measured no faster (0.98-1.06x)."""
+    dev = pick_device(device)
+    prec = pick_precision(precision, dev)
+    return Runtime(device=str(dev), precision=prec, channels_last=prec == "bf16" and dev.type == "cpu",
+                   compile=compile, cuda_graphs=cuda_graphs)
+
+
 def mps_running() -> bool:
-    """Whether an NVIDIA MPS control daemon looks up (its control pipe exists). Why it matters: without MPS the GPU
-    time-slices between processes, so a search's workers take turns instead of sharing it. Measured on an H200 with
-    CUDA graphs (benchmarks/gpu.py, studies/reference/gpu-h200-*): 8 workers trained 0.89x the images of one
-    without MPS, 2.5x with it."""
+    """Whether an NVIDIA MPS control daemon looks up (its control pipe exists): without it the GPU time-slices
+    between processes, so a search's workers take turns instead of sharing it."""
     return (Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps") / "control").exists()

@@ -11,13 +11,12 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from conftest import DATA_DIR, SMALL, cli, load, nas20k, status
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 import nas20k.objective as objective_mod
 from nas20k.cli import app
-
-from conftest import DATA_DIR, SMALL, cli, load, nas20k, status
 
 COMMANDS = ["train", "search", "confirm", "best", "trials", "report", "dashboard"]
 
@@ -158,9 +157,9 @@ def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
 
 
 def test_a_bug_keeps_its_traceback_in_a_real_process(small_study):
-    code = ("import sys, nas20k.cli as c\n"
+    code = ("import sys, nas20k.cli as c, nas20k.storage as s\n"
             "def boom(*a, **k): raise RuntimeError('boom: a bug, not bad input')\n"
-            "c.load_study = boom\nsys.argv = ['nas20k', 'best']\nc.main()\n")
+            "s.load_study = boom\nsys.argv = ['nas20k', 'best']\nc.main()\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=small_study, capture_output=True, text=True, timeout=120,
                        env={**os.environ, "NAS20K_DATA_DIR": str(DATA_DIR)})
     assert r.returncode != 0

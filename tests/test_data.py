@@ -3,7 +3,17 @@ import os
 import pytest
 import torch
 
-from nas20k.data import MEAN, RAW_MD5, STD, DataError, augment, batches, check_files, default_data_dir, load_mnist
+from nas20k.data import (
+    MEAN,
+    RAW_MD5,
+    STD,
+    DataError,
+    augment,
+    batches,
+    check_files,
+    default_data_dir,
+    load_mnist,
+)
 
 
 def test_loads_real_mnist_with_a_seeded_validation_split(data_dir):

@@ -7,9 +7,8 @@ import uuid
 
 import optuna
 import pytest
-from optuna.trial import TrialState
-
 from conftest import LONGER, cli, load, start, status, trained, training_now, wait_for
+from optuna.trial import TrialState
 
 
 def test_a_sigkilled_worker_leaves_no_zombie_and_its_trial_is_retried(tmp_path):

@@ -9,21 +9,23 @@ import threading
 import optuna
 import pytest
 import torch
+from conftest import DATA_DIR, SMALL, cli, load, nas20k, status, trained
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
 import nas20k.objective as objective_mod
 import nas20k.train as train_mod
 from nas20k.data import load_mnist
-from nas20k.export import best_record
 from nas20k.factory import PRESETS, ArchSpec
-from nas20k.objective import Budget, Goal, Objective
-from nas20k.record import TrialRecord, records
+from nas20k.mission import Budget, Goal
+from nas20k.objective import Objective
+from nas20k.recipe import TrainConfig
+from nas20k.record import StudyMeta, TrialRecord, records, search_records
+from nas20k.results import best_record
+from nas20k.settings import SearchSettings
 from nas20k.space import Candidate, params_of, warm_start
-from nas20k.study import SearchSettings, _enqueue_retries, open_storage, prepare
-from nas20k.train import TrainConfig
-
-from conftest import DATA_DIR, SMALL, cli, load, nas20k, status, trained
+from nas20k.storage import open_storage
+from nas20k.study import _enqueue_retries, prepare
 
 RECIPE = TrainConfig(epochs=1, batch_size=64, optimizer="adam", lr=0.01, nesterov=False, weight_decay=1e-5, schedule="onecycle",
                      label_smoothing=0.0, rotate=0.0, translate=0.0)
@@ -143,7 +145,11 @@ def test_selection_never_reads_test_accuracy():
     for val, test in [(0.991, 0.999), (0.995, 0.980), (0.993, 0.997)]:
         study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=val, user_attrs={
             "status": "complete", "val_score": val, "test_acc": test, "test_acc_last3": test, "candidate": candidate}))
-    assert best_record(study).val_score == 0.995  # the best validation score wins, whatever its test accuracy
+    assert best(study).val_score == 0.995  # the best validation score wins, whatever its test accuracy
+
+
+def best(study: optuna.Study) -> TrialRecord:
+    return best_record(search_records(study), StudyMeta.of(study), study.study_name)
 
 
 # --- the warm start ----------------------------------------------------------------------------------------
@@ -272,7 +278,7 @@ def test_search_resumes_a_study(study_copy):
     first = _states(db)
     r = cli("search", "--trials", "4", *SMALL, "--jobs", "1", "--confirm-top", "0", "-q", cwd=study_copy)
     assert r.exit_code == 0, r.output
-    assert "3 -> 4 trained candidates" in r.stdout
+    assert "3 -> 4 trained" in r.stdout
     assert "next: nas20k best --export" in r.stdout and "nas20k report" in r.stdout and "nas20k dashboard" in r.stdout
     after = _states(db)
     assert after[:3] == first[:3]  # the same study, continued: its finished trials untouched
@@ -293,7 +299,7 @@ def test_best_shows_checklist_and_export_round_trips(study_copy, data_dir):
     assert {p.name for p in out.iterdir()} >= {"model.pt2", "model.pt", "spec.json", "metrics.json", "summary.txt", "history.csv"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"params", "epochs", "val_acc", "test_acc", "mean", "std", "trial", "study", "seeds"} <= set(metrics)
-    assert metrics["trial"] == best_record(load(study_copy)).number and len(metrics["seeds"]) == 1
+    assert metrics["trial"] == best(load(study_copy)).number and len(metrics["seeds"]) == 1
     # plain torch, no nas20k: the exported program reproduces the recorded test accuracy on the same images
     model = torch.export.load(str(out / "model.pt2")).module()
     test = load_mnist(data_dir, val_size=500, limit=1500, download=False).test
@@ -310,7 +316,24 @@ def test_best_shows_checklist_and_export_round_trips(study_copy, data_dir):
 def test_best_default_export_dir(study_copy):
     r = cli("best", "--export", cwd=study_copy)
     assert r.exit_code == 0, r.output
-    assert (study_copy / "studies" / "best" / "model.pt2").is_file()
+    assert (study_copy / "studies" / "nas20k-best" / "model.pt2").is_file()
+    r = cli("best", "--export", cwd=study_copy)  # its own earlier export: replaced
+    assert r.exit_code == 0, r.output
+
+
+def test_export_never_overwrites_what_it_did_not_write(study_copy):
+    """A committed result (an export without this study's storage) or any other folder with files is refused with
+    one line and left as it was; --force replaces it."""
+    committed = study_copy / "studies" / "best"
+    committed.mkdir()
+    (committed / "metrics.json").write_text(json.dumps({"study": "nas20k", "trial": 36}))
+    (committed / "notes.txt").write_text("mine")
+    before = {f.name: f.read_bytes() for f in committed.iterdir()}
+    r = cli("best", "--export", "studies/best", cwd=study_copy)
+    assert r.exit_code == 1 and "did not export" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.output
+    assert {f.name: f.read_bytes() for f in committed.iterdir()} == before
+    r = cli("best", "--export", "studies/best", "--force", cwd=study_copy)
+    assert r.exit_code == 0 and (committed / "model.pt2").is_file() and (committed / "notes.txt").read_text() == "mine"
 
 
 def test_two_local_workers_share_one_sqlite_study(tmp_path):

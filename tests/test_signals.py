@@ -6,12 +6,23 @@ import time
 import weakref
 
 import pytest
+from conftest import (
+    DATA_DIR,
+    LONGER,
+    cli,
+    load,
+    restoring_signals,
+    start,
+    status,
+    training_now,
+    wait_for,
+)
 from optuna.trial import TrialState
 
-from nas20k.objective import Budget
-from nas20k.study import SearchSettings, _catch_signals, prepare
-
-from conftest import DATA_DIR, LONGER, cli, load, restoring_signals, start, status, training_now, wait_for
+from nas20k.mission import Budget
+from nas20k.settings import SearchSettings
+from nas20k.signals import catch_signals
+from nas20k.study import prepare
 
 assert LONGER[LONGER.index("--max-epochs") + 1] == "3"
 

@@ -9,8 +9,16 @@ import pytest
 from optuna.trial import TrialState
 
 from nas20k.factory import PRESETS, SpecError
-from nas20k.space import DROPOUT_AT, SEARCHED_SCHEDULES, Candidate, _dropout_convs, params_of, suggest, warm_start
-from nas20k.train import OPTIMIZERS
+from nas20k.recipe import OPTIMIZERS
+from nas20k.space import (
+    DROPOUT_AT,
+    SEARCHED_SCHEDULES,
+    Candidate,
+    _dropout_convs,
+    params_of,
+    suggest,
+    warm_start,
+)
 
 N = 1000
 

@@ -5,7 +5,17 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nas20k.factory import PRESETS, ArchSpec
-from nas20k.train import EpochStats, RecipeError, TrainConfig, _loss, _momentum, _optimizer, _scheduler, _tensor_update, evaluate, recalibrate_bn, train
+from nas20k.graphs import _momentum, _tensor_update
+from nas20k.recipe import RecipeError, TrainConfig
+from nas20k.train import (
+    EpochStats,
+    _loss,
+    _optimizer,
+    _scheduler,
+    evaluate,
+    recalibrate_bn,
+    train,
+)
 
 TINY = PRESETS["small"]
 

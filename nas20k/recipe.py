@@ -1,0 +1,88 @@
+"""The training recipe a candidate carries, as a JSON-able dataclass; each field's help text and label live in
+its metadata, so the CLI's flags, the report's recipe table and the checks read one declaration.
+
+How a run executes (device, precision, graphs) is not part of it: that is `runtime.Runtime`. Plain Python, so
+the CLI can build its flags without importing torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from nas20k.errors import UserError
+from nas20k.mission import MAX_EPOCHS
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("onecycle", "step", "none")
+
+
+class RecipeError(UserError):
+    """A training recipe that cannot run (bad field or value); one readable line."""
+
+
+def _f(default: object, help: str, label: str) -> object:  # noqa: A002 - the flag's help text
+    return field(default=default, metadata={"help": help, "label": label})
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe a candidate carries."""
+
+    epochs: int = _f(20, "Training epochs.", "epochs")
+    batch_size: int = _f(128, "Batch size.", "batch size")
+    optimizer: str = _f("sgd", f"One of {', '.join(OPTIMIZERS)}.", "optimizer")
+    lr: float = _f(0.05, "Peak learning rate (OneCycle's max; the start for step/none).", "peak learning rate")
+    momentum: float = _f(0.9, "SGD momentum.", "momentum (SGD only)")
+    nesterov: bool = _f(True, "Nesterov momentum (SGD).", "Nesterov momentum (SGD only)")
+    weight_decay: float = _f(5e-4, "Weight decay.", "weight decay")
+    schedule: str = _f("onecycle", f"LR schedule: {', '.join(SCHEDULES)} (step: x0.1 once, after drop_at of the epochs).",
+                       "learning-rate schedule")
+    drop_at: float = _f(0.5, "Step schedule: the rate drops 10x after this fraction of the epochs.", "step schedule: drop 10x at fraction of epochs")
+    label_smoothing: float = _f(0.0, "Label smoothing.", "label smoothing")
+    rotate: float = _f(10.0, "Random rotation, +- degrees.", "augmentation: rotation, ± degrees")
+    translate: float = _f(1.0, "Random shift, +- pixels.", "augmentation: shift, ± pixels")
+    recalibrate_bn: bool = _f(True, "Before each evaluation, recompute BatchNorm's statistics on 10,000 clean training images "
+                                    "with Dropout off (what test time sees).", "BatchNorm statistics from clean images before each evaluation")
+    ema: float = _f(0.0, "Decay of an exponential moving average of the weights, updated every step; the average is what is "
+                         "evaluated, scored and exported (0: off).", "EMA of the weights: decay per step (0: off)")
+    seed: int = _f(0, "Seed for init, batch order and augmentation.", "training seed")
+
+    def validate(self) -> TrainConfig:
+        checks = [
+            (1 <= self.epochs <= MAX_EPOCHS, f"epochs must be between 1 and {MAX_EPOCHS}, got {self.epochs}"),
+            (self.batch_size >= 2, f"batch size must be >= 2, got {self.batch_size}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"learning rate must be a finite number > 0, got {self.lr}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0, f"weight decay must be a finite number >= 0, got {self.weight_decay}"),
+            (0 <= self.rotate <= 180, f"rotate must be between 0 and 180 degrees, got {self.rotate}"),
+            (math.isfinite(self.translate) and self.translate >= 0, f"translate must be a finite number of pixels >= 0, got {self.translate}"),
+            (0 < self.drop_at < 1, f"drop_at must be in (0, 1), got {self.drop_at}"),
+            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (0 <= self.ema < 1, f"ema must be a decay in [0, 1) (0: off), got {self.ema}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RecipeError(message)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        if not isinstance(d, dict):
+            raise RecipeError(f"a recipe must be a JSON object, got {type(d).__name__}")
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise RecipeError(f"unknown recipe field(s): {', '.join(sorted(unknown))}")
+        # A recipe recorded before `recalibrate_bn` existed was trained and scored without it: re-running it (a confirm
+        # seed of an older study, `nas20k train --recipe` of an older export) must do the same. `ema` defaults to off.
+        return cls(**{"recalibrate_bn": False, **d})
+
+
+def labels() -> dict[str, str]:
+    """Each recipe field in words (the report's recipe table)."""
+    return {f.name: f.metadata["label"] for f in fields(TrainConfig)}

@@ -1,0 +1,127 @@
+"""What a search or confirm run executes with, resolved once: device, precision, workers and threads per worker.
+
+`SearchSettings` holds the flags; `resolved()` turns `auto` into this machine's choice so every worker, header
+line and study attribute reads the same answer.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from nas20k.data import check_limit
+from nas20k.errors import UserError
+from nas20k.mission import Budget, Goal
+from nas20k.pruners import DEFAULT_PRUNER, PRUNERS
+from nas20k.runtime import Runtime, pick_device, resolve
+from nas20k.storage import default_artifacts, default_storage
+
+GPU_WORKERS = 8  # per GPU: the host work of one trial (sampling, capture, evaluation) leaves it idle between steps
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_jobs(device: torch.device) -> int:
+    """One one-thread worker per CPU core (small nets scale better across processes than across threads,
+    benchmarks/jobs.py); GPU_WORKERS per GPU on CUDA."""
+    if device.type != "cuda":
+        return cpu_count()
+    return GPU_WORKERS if device.index is not None else GPU_WORKERS * torch.cuda.device_count()  # cuda:N pins all to one GPU
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's or the CPU's model name, for the study's record of how it ran."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+@dataclass
+class SearchSettings:
+    study_name: str = "nas20k"
+    storage: str | None = None  # an Optuna RDB URL; default sqlite:///studies/<study_name>.db
+    artifacts: str | None = None  # where trial weights go; default: next to the SQLite file
+    trials: int = 50
+    budget: Budget = field(default_factory=Budget)
+    goal: Goal = field(default_factory=Goal)
+    pruner: str = DEFAULT_PRUNER
+    jobs: int | None = None  # None: default_jobs(device)
+    seed: int = 0
+    warm_start: bool = True
+    device: str = "auto"
+    precision: str = "auto"
+    cuda_graphs: bool = True
+    data_dir: str | None = None
+    download: bool = True
+    val_size: int = 5000
+    limit: int | None = None  # train/test on the first N images only (smoke tests)
+    heartbeat: int = 30  # seconds; a worker silent for 2x this is declared dead and its trial retried
+    storage_patience: float = 120  # seconds a run waits out a storage outage before it gives up
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or default_storage(self.study_name)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return Path(self.artifacts) if self.artifacts else default_artifacts(self.storage_url, self.study_name)
+
+    @cached_property
+    def torch_device(self) -> torch.device:
+        return pick_device(self.device)
+
+    @property
+    def workers(self) -> int:
+        return self.jobs or default_jobs(self.torch_device)
+
+    @property
+    def threads(self) -> int | None:
+        """torch threads per worker on the CPU (the cores shared out); None on a GPU (torch's default)."""
+        return max(1, cpu_count() // self.workers) if self.torch_device.type == "cpu" else None
+
+    def runtime(self, index: int = 0) -> Runtime:
+        """Worker `index`'s runtime: `auto` resolved, and the GPUs dealt out when --device cuda names none."""
+        device = self.torch_device
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", index % torch.cuda.device_count())
+        return resolve(str(device), self.precision, cuda_graphs=self.cuda_graphs)
+
+    def describe(self) -> dict:
+        """How this run executes, as the study records it (`StudyMeta.runtime`) and the header shows it."""
+        rt = self.runtime()
+        return {"device": self.torch_device.type, "device_name": device_name(self.torch_device), "precision": rt.precision,
+                "channels_last": rt.channels_last, "cuda_graphs": rt.cuda_graphs and self.torch_device.type == "cuda",
+                "workers": self.workers, "threads": self.threads, "torch": torch.__version__}
+
+    def validate(self) -> SearchSettings:
+        if self.trials < 1:
+            raise UserError(f"--trials must be >= 1, got {self.trials}")
+        if self.pruner not in PRUNERS:
+            raise UserError(f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
+        if self.jobs is not None and self.jobs < 1:
+            raise UserError(f"--jobs must be >= 1, got {self.jobs}")
+        if self.heartbeat < 1:
+            raise UserError(f"--heartbeat must be >= 1 second, got {self.heartbeat}")
+        if self.storage_patience < 0:
+            raise UserError(f"--storage-patience must be >= 0 seconds, got {self.storage_patience}")
+        check_limit(self.limit)
+        if self.artifacts_dir.exists() and not self.artifacts_dir.is_dir():
+            raise UserError(f"--artifacts must be a folder, but {self.artifacts_dir} is a file")
+        self.runtime()
+        self.budget.validate()
+        self.goal.validate()
+        return self
+
+    def with_budget(self, budget: Budget, goal: Goal) -> SearchSettings:
+        return replace(self, budget=budget, goal=goal)

@@ -1,0 +1,133 @@
+"""Where studies live: storage URLs and their defaults, opening an RDB storage (SQLite file or a server), loading a
+study by name, and the planning lock that lets one process at a time decide what to enqueue."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import sqlalchemy.event
+import sqlalchemy.exc
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.study import StudyDirection
+
+from nas20k.errors import UserError
+from nas20k.record import CONFIRM_SUFFIX
+
+STUDIES_DIR = Path("studies")
+SCHEMES = ("sqlite", "postgresql", "mysql")
+LOCK_SUFFIX = ":planning"  # exists only while one process enqueues trials (warm start, retries, confirmations)
+
+
+class StorageError(UserError):
+    """The storage cannot be used (malformed or unreachable URL, missing study); one readable line."""
+
+
+def default_storage(study_name: str) -> str:
+    return f"sqlite:///{STUDIES_DIR / study_name}.db"
+
+
+def default_artifacts(storage_url: str, study_name: str) -> Path:
+    """Next to the SQLite file (so a study folder is self-contained), else studies/ of this folder."""
+    path = _sqlite_file(storage_url)
+    return (path.parent if path is not None else STUDIES_DIR) / f"{study_name}-artifacts"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    head, sep, tail = url.rpartition("@")
+    if not sep or "://" not in head:
+        return url
+    scheme, creds = head.split("://", 1)
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{tail}"
+
+
+def _scheme(url: str) -> str:
+    """The database of a storage URL without its driver: postgresql+psycopg://... -> postgresql."""
+    return url.split(":", 1)[0].split("+", 1)[0]
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a sqlite:/// URL, else None."""
+    return Path(url.split("///", 1)[-1]) if _scheme(url) == "sqlite" else None
+
+
+def open_storage(url: str, heartbeat: int | None = None) -> RDBStorage:
+    """An RDB storage (SQLite file or PostgreSQL/MySQL server) with heartbeats and retry of dead workers' trials."""
+    if "://" not in url or _scheme(url) not in SCHEMES:
+        raise StorageError(f"malformed storage URL {redact(url)!r}: expected sqlite:///path/to/file.db or postgresql://user:password@host/dbname")
+    if (path := _sqlite_file(url)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Several local workers write to one file: wait for the lock instead of failing. isolation_level None
+        # hands transactions to SQLAlchemy, which `_serialize_sqlite` makes begin with the write lock.
+        engine_kwargs = {"connect_args": {"timeout": 60, "isolation_level": None}}
+    else:
+        engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    for attempt in range(5):
+        try:
+            storage = RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat,
+                grace_period=2 * heartbeat if heartbeat else None,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2) if heartbeat else None,
+            )
+            if path is not None:
+                _serialize_sqlite(storage.engine)
+            return storage
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as e:
+            # Workers starting together on an empty database race to create Optuna's tables; the loser retries
+            # (SQLite reports the race as OperationalError "table ... already exists").
+            error = e
+            if isinstance(e, sqlalchemy.exc.OperationalError) and "already exists" not in str(e):
+                break
+            time.sleep(1 + attempt)
+        except Exception as e:  # sqlalchemy/driver errors: unreachable host, bad credentials, missing driver
+            error = e
+            break
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+    raise StorageError(f"cannot open storage {redact(url)}: {detail}") from error
+
+
+def _serialize_sqlite(engine: sqlalchemy.engine.Engine) -> None:
+    """Make every transaction on a SQLite file take the write lock when it begins (SQLAlchemy's recipe for
+    serializable SQLite). Optuna moves a queued trial to RUNNING by reading its state and then writing it,
+    relying on SELECT ... FOR UPDATE, which SQLite ignores: two workers could both take the same queued trial
+    (seen in CI: a warm-start trial trained twice, the second worker crashed telling a COMPLETE trial)."""
+    sqlalchemy.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+
+
+def load_study(url: str, study_name: str) -> optuna.Study:
+    """An existing study, read-only use (best, trials, report, export, confirm)."""
+    if (path := _sqlite_file(url)) is not None and not path.is_file():  # opening would create it
+        raise StorageError(f"no study database at {path}; run `nas20k search` (with the same --study-name / --storage) first")
+    storage = open_storage(url)
+    names = [s.study_name for s in storage.get_all_studies()]
+    if study_name not in names:
+        shown = [n for n in names if not n.endswith((CONFIRM_SUFFIX, LOCK_SUFFIX))]
+        have = f"; it holds: {', '.join(shown)}" if shown else ""
+        raise StorageError(f"no study named {study_name!r} in {redact(url)}{have}; run `nas20k search` first")
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+@contextlib.contextmanager
+def planning_lock(storage: RDBStorage, study_name: str, stale_after: float = 120) -> Iterator[None]:
+    """One process at a time decides what to enqueue. The lock is a study name, which the database keeps
+    unique: creating it succeeds for exactly one process; it is deleted when the planning is done."""
+    name, deadline = study_name + LOCK_SUFFIX, time.monotonic() + stale_after
+    while True:
+        try:
+            lock_id = storage.create_new_study([StudyDirection.MINIMIZE], study_name=name)
+            break
+        except optuna.exceptions.DuplicatedStudyError:
+            if time.monotonic() > deadline:  # its holder died while planning
+                with contextlib.suppress(KeyError):
+                    storage.delete_study(storage.get_study_id_from_name(name))
+            time.sleep(0.2)
+    try:
+        yield
+    finally:
+        storage.delete_study(lock_id)
