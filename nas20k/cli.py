@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from typer.core import TyperGroup
 
 from nas20k.cli_options import (
@@ -33,18 +31,16 @@ from nas20k.factory import PRESETS, ArchSpec, summary
 from nas20k.mission import GOALS, TARGET_ACC, Budget, Goal
 from nas20k.pruners import DEFAULT_PRUNER
 from nas20k.recipe import TrainConfig
+from nas20k.tables import pct
 
 if TYPE_CHECKING:
     import optuna
-    import pandas as pd
 
-    from nas20k.record import TrialRecord
     from nas20k.settings import SearchSettings
 
 out = Console(highlight=False)  # a terminal's width; 80 columns in logs and pipes unless COLUMNS says otherwise
 err = Console(stderr=True, highlight=False)
 MARK = {True: "[green]✓[/green]", False: "[red]✗[/red]", None: "[yellow]?[/yellow]"}  # passed, failed, unconfirmed
-LOG_EVERY = 300  # seconds between progress lines in a log (no terminal): the ETA's record over a run
 
 
 class Cli(TyperGroup):
@@ -75,10 +71,6 @@ class Cli(TyperGroup):
 app = typer.Typer(cls=Cli, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="Search small MNIST CNNs under a parameter and epoch budget (default: < 20,000 params, <= 20 epochs, "
                        ">= 99.4 % test).")
-
-
-def pct(x: float | None) -> str:
-    return "-" if x is None or x != x else f"{x:.2%}"
 
 
 def show_checklist(lines: list[tuple[str, bool | None]]) -> None:
@@ -180,51 +172,7 @@ def _note_mps(settings: SearchSettings) -> None:
                   "start it with `nvidia-cuda-mps-control -d` (docs/design.md)")
 
 
-class Reporter:
-    """Prints one line per trial that finishes, and either a live line (terminal) or a progress line every
-    LOG_EVERY seconds (logs): trained count, best score, running trials with their last val, an ETA range."""
-
-    def __init__(self, plan: Any, before: list, quiet: bool, unit: str = "trained") -> None:
-        from nas20k.record import records
-
-        self.plan, self.quiet, self.unit = plan, quiet, unit
-        self.seen = {r.number for r in records(before) if r.status not in ("running", "waiting")}
-        self.start = self.logged = time.monotonic()
-        self.live = None if quiet or not out.is_terminal else out.status("")
-        if self.live:
-            self.live.start()
-
-    def line(self, r: TrialRecord) -> str:
-        text = f"val {pct(r.val_score)} test {pct(r.test_acc)}" if r.status == "complete" else r.reason
-        who = f"seed {r.seed} of #{r.confirms}" if r.confirms is not None else (r.warm_start or "")
-        params = f"{r.params:,}p" if r.params is not None else ""
-        return f"#{r.number:<3} {r.status:<9} {params:>8}  {text}  {who}".rstrip()[: out.width]
-
-    def __call__(self, trials: list) -> None:
-        from nas20k.progress import eta_text, running_text
-        from nas20k.record import records
-
-        recs = records(trials)
-        for r in recs:
-            if r.number not in self.seen and r.status not in ("running", "waiting"):
-                self.seen.add(r.number)
-                if not self.quiet:
-                    out.print(self.line(r))
-        done = sum(r.trained for r in recs)
-        best = max((r.val_score for r in recs if r.val_score is not None), default=None)
-        status = f"{self.unit} {done}/{self.plan.target}  best {pct(best)}  {eta_text(recs, self.plan)}"
-        if self.live:
-            self.live.update(f"{status}\n{running_text(recs, self.plan.max_epochs)}"[: 2 * out.width])
-        elif not self.quiet and time.monotonic() - self.logged >= LOG_EVERY:
-            self.logged = time.monotonic()
-            out.print(f"[{(self.logged - self.start) / 60:.0f} min] {status}")
-
-    def stop(self) -> None:
-        if self.live:
-            self.live.stop()
-
-
-def _run(settings: SearchSettings, task: Any, study: optuna.Study, reporter: Reporter) -> None:
+def _run(settings: SearchSettings, task: Any, study: optuna.Study, reporter: Any) -> None:
     """Run the workers; a signal ends the command with the line that says how to continue."""
     from nas20k.workers import BudgetError, WorkerError, run_workers
 
@@ -232,8 +180,8 @@ def _run(settings: SearchSettings, task: Any, study: optuna.Study, reporter: Rep
         run_workers(settings, task, lambda: study.get_trials(deepcopy=False), reporter)
     except KeyboardInterrupt:
         reporter.stop()
-        err.print(f"interrupted: study {settings.study_name!r} is saved; its interrupted trial trains first next time. "
-                  f"Continue with: {shlex.join(['nas20k', *sys.argv[1:]])}", soft_wrap=False)
+        err.print(f"interrupted: study {settings.study_name!r} is saved; its interrupted trial trains first next time.")
+        err.print(f"continue with: {shlex.join(['nas20k', *sys.argv[1:]])}", soft_wrap=True)  # one line to copy
         raise typer.Exit(130) from None
     except (WorkerError, BudgetError) as e:  # anything else is a bug: keep its traceback
         reporter.stop()
@@ -246,7 +194,7 @@ def _confirm(settings: SearchSettings, top: int, seeds: int, quiet: bool) -> Non
     from functools import partial
 
     from nas20k.confirm import confirm_worker, open_confirm_study, remaining
-    from nas20k.progress import Plan
+    from nas20k.progress import Plan, Reporter
     from nas20k.study import trained_count
 
     study, confirm = open_confirm_study(settings)
@@ -257,7 +205,7 @@ def _confirm(settings: SearchSettings, top: int, seeds: int, quiet: bool) -> Non
     out.print(f"confirming the top {top} on up to {seeds} seeds each, raced: at most {at_most} run(s)")
     before = confirm.get_trials(deepcopy=False)
     plan = Plan(target=trained_count(before) + at_most, workers=settings.workers, max_epochs=settings.budget.max_epochs)
-    _run(settings, partial(confirm_worker, top=top, seeds=seeds), confirm, Reporter(plan, before, quiet, unit="runs"))
+    _run(settings, partial(confirm_worker, top=top, seeds=seeds), confirm, Reporter(out, plan, before, quiet, unit="runs"))
     runs = trained_count(confirm.get_trials(deepcopy=False)) - trained_count(before)
     out.print(f"confirmation: {runs} run(s) trained")
 
@@ -281,7 +229,7 @@ def search(
 ) -> None:
     """Search architectures and training recipes with Optuna (TPE + pruning) under the budget, then confirm the
     winners on more seeds; resumable (re-run the same command)."""
-    from nas20k.progress import Plan, first_result_text
+    from nas20k.progress import Plan, Reporter, first_result_text
     from nas20k.record import records
     from nas20k.study import (
         prepare,
@@ -314,7 +262,7 @@ def search(
             out.print(first_result_text(records(study.get_trials(deepcopy=False)), max_epochs, speed))
         confirm_runs = confirm_top * (confirm_seeds - 1)
         plan = Plan(target=trials, workers=settings.workers, max_epochs=max_epochs, confirm_runs=confirm_runs)
-        _run(settings, search_worker, study, Reporter(plan, before, run["quiet"]))
+        _run(settings, search_worker, study, Reporter(out, plan, before, run["quiet"]))
     if confirm_top:
         _confirm(settings, confirm_top, confirm_seeds, run["quiet"])
     _show_ranked(study, 10)
@@ -356,34 +304,15 @@ def _names(study_name: str, storage: str | None) -> str:
     return (f" --study-name {study_name}" if study_name != "nas20k" else "") + (f" --storage {storage}" if storage else "")
 
 
-NARROW = ["trial", "params", "seeds", "mean_val", "sd_val", "test_last3", "epochs", "status"]  # what fits 80 columns
-WIDE = [*NARROW[:-1], "val_score", "seconds", "blocks", "head", "optimizer", "lr", "schedule", "warm_start", "status"]
-HEADERS = {"mean_val": "mean val", "sd_val": "sd", "test_last3": "test (last 3)", "val_score": "val", "warm_start": "warm start"}
-
-
-def _table(frame: pd.DataFrame, wide: bool) -> Table:
-    """The frame's rows with the columns that fit (all with `wide`); percentages as such, sd in points."""
-    import pandas as pd
-
-    cols = WIDE if wide else [c for c in NARROW if c in frame.columns]
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for c in cols:
-        table.add_column(HEADERS.get(c, c), justify="left" if frame[c].dtype == object else "right", no_wrap=True)
-    fmt = {"val_score": pct, "mean_val": pct, "test_last3": pct, "sd_val": lambda v: f"{v * 100:.2f}", "lr": lambda v: f"{v:.3g}",
-           "params": lambda v: f"{int(v):,}", "seconds": lambda v: f"{v:.0f}"}
-    for _, row in frame.iterrows():
-        table.add_row(*("-" if pd.isna(row[c]) or row[c] == "" else fmt.get(c, str)(row[c]) for c in cols))
-    return table
-
-
 def _show_ranked(study: optuna.Study, k: int) -> None:
     """The `k` best completed trials, in the ranking `best` uses."""
     from nas20k.record import StudyMeta, search_records
     from nas20k.results import ranked, trials_frame
+    from nas20k.tables import table
 
     meta = StudyMeta.of(study)
     top = ranked(search_records(study), meta.goal, meta.budget)[:k]
-    out.print(_table(trials_frame(top), wide=False))
+    out.print(table(trials_frame(top), wide=False))
 
 
 @app.command()
@@ -446,6 +375,7 @@ def trials_cmd(
     """List the study's trials: status, params, epochs, val scores over seeds, test, main hyper-parameters."""
     from nas20k.record import search_records
     from nas20k.results import trials_frame
+    from nas20k.tables import table
 
     frame = trials_frame(search_records(_open(where["study_name"], where["storage"])))
     if sort not in frame.columns:
@@ -457,7 +387,7 @@ def trials_cmd(
     if csv:
         frame.to_csv(csv, index=False)
         out.print(f"wrote {len(frame)} rows to {csv}")
-    out.print(_table(frame.head(top or len(frame)), wide))
+    (Console(highlight=False, width=10_000) if wide else out).print(table(frame.head(top or len(frame)), wide))  # --wide: as wide as it takes
 
 
 @app.command()

@@ -125,15 +125,20 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -
         yield perm[i : i + batch_size]
 
 
-def augment(x: torch.Tensor, degrees: float, translate: float, generator: torch.Generator) -> torch.Tensor:
-    """Rotate by U(-degrees, degrees) and shift by U(-translate, translate) pixels, per sample, in one call."""
-    if degrees == 0 and translate == 0:
+def augment(x: torch.Tensor, degrees: float, translate: float, generator: torch.Generator, scale: float = 0.0) -> torch.Tensor:
+    """Rotate by U(-degrees, degrees), shift by U(-translate, translate) pixels and (with `scale` > 0) zoom by a
+    factor in U(1 - scale, 1 + scale), per sample, in one call. Without `scale` it draws exactly what it drew
+    before `scale` existed, so older recipes replay bit for bit."""
+    if degrees == 0 and translate == 0 and scale == 0:
         return x
     n = x.shape[0]
     rand = torch.rand(n, 3, generator=generator, device=x.device) * 2 - 1
     angle = rand[:, 0] * math.radians(degrees)
     shift = rand[:, 1:] * (2 * translate / IMAGE_SIZE)  # pixels -> normalized [-1, 1] coordinates
     cos, sin = angle.cos(), angle.sin()
+    if scale:  # sampling the grid at 1/zoom enlarges the digit by zoom
+        inverse = 1 / (1 + (torch.rand(n, generator=generator, device=x.device) * 2 - 1) * scale)
+        cos, sin = cos * inverse, sin * inverse
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     background = -MEAN / STD  # a black pixel after normalization: what rotation brings in at the corners

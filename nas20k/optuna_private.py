@@ -20,11 +20,12 @@ def requeue_behind(study: optuna.Study, waiting: list[FrozenTrial]) -> None:
     """Move queued trials to the back of the queue: `Study.optimize` takes the oldest WAITING trial first, and
     Optuna offers no way to reorder or delete one. Each is marked failed with status "requeued" (a record, not a
     run: nothing trained) and queued again with its parameters and attributes. Needs `FrozenTrial._trial_id` to
-    change a trial's state through the storage."""
+    change a trial's state through the storage, and the system attr "fixed_params" where `enqueue_trial` keeps a
+    queued trial's parameters (its `params` stay empty until it runs)."""
     storage = storage_of(study)
     for t in waiting:
         if storage.get_trial(t._trial_id).state != TrialState.WAITING:  # another machine's worker took it meanwhile
             continue
         storage.set_trial_user_attr(t._trial_id, "status", "requeued")
         if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-            study.enqueue_trial(t.params, user_attrs={k: v for k, v in t.user_attrs.items() if k != "status"})
+            study.enqueue_trial(t.system_attrs.get("fixed_params", {}), user_attrs={k: v for k, v in t.user_attrs.items() if k != "status"})

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from dataclasses import dataclass
 
-from nas20k.record import TrialRecord
+from optuna.trial import FrozenTrial
+from rich.console import Console
+
+from nas20k.record import TrialRecord, records
 
 MIN_FINISHED = 3  # sampled trials finished before their mean epochs replaces the prior
+LOG_EVERY = 300  # seconds between progress lines in a log (no terminal): the ETA's record over a run
 
 
 @dataclass(frozen=True)
@@ -94,3 +99,46 @@ def first_result_text(recs: list[TrialRecord], max_epochs: int, seconds_per_epoc
     first = next((r for r in recs if r.status in ("waiting", "running")), None)
     epochs = max_epochs if first is not None and first.warm_start and first.prune_from is None else 3
     return f"first score expected in ~{minutes(epochs * seconds_per_epoch)} ({epochs} epochs at ~{seconds_per_epoch:.0f} s/epoch)"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2%}"
+
+
+class Reporter:
+    """Prints one line per trial that finishes, and either a live line (terminal) or a progress line every
+    LOG_EVERY seconds (logs): trained count, best score, running trials with their last val, an ETA range."""
+
+    def __init__(self, out: Console, plan: Plan, before: list[FrozenTrial], quiet: bool, unit: str = "trained") -> None:
+        self.out, self.plan, self.quiet, self.unit = out, plan, quiet, unit
+        self.seen = {r.number for r in records(before) if r.status not in ("running", "waiting")}
+        self.start = self.logged = time.monotonic()
+        self.live = None if quiet or not self.out.is_terminal else self.out.status("")
+        if self.live:
+            self.live.start()
+
+    def line(self, r: TrialRecord) -> str:
+        text = f"val {_pct(r.val_score)} test {_pct(r.test_acc)}" if r.status == "complete" else r.reason
+        who = f"seed {r.seed} of #{r.confirms}" if r.confirms is not None else (r.warm_start or "")
+        params = f"{r.params:,}p" if r.params is not None else ""
+        return f"#{r.number:<3} {r.status:<9} {params:>8}  {text}  {who}".rstrip()[: self.out.width]
+
+    def __call__(self, trials: list[FrozenTrial]) -> None:
+        recs = records(trials)
+        for r in recs:
+            if r.number not in self.seen and r.status not in ("running", "waiting", "requeued"):
+                self.seen.add(r.number)
+                if not self.quiet:
+                    self.out.print(self.line(r))
+        done = sum(r.trained for r in recs)
+        best = max((r.val_score for r in recs if r.val_score is not None), default=None)
+        status = f"{self.unit} {done}/{self.plan.target}  best {_pct(best)}  {eta_text(recs, self.plan)}"
+        if self.live:
+            self.live.update(f"{status}\n{running_text(recs, self.plan.max_epochs)}"[: 2 * self.out.width])
+        elif not self.quiet and time.monotonic() - self.logged >= LOG_EVERY:
+            self.logged = time.monotonic()
+            self.out.print(f"[{(self.logged - self.start) / 60:.0f} min] {status}")
+
+    def stop(self) -> None:
+        if self.live:
+            self.live.stop()

@@ -42,6 +42,7 @@ class TrainConfig:
     label_smoothing: float = _f(0.0, "Label smoothing.", "label smoothing")
     rotate: float = _f(10.0, "Random rotation, +- degrees.", "augmentation: rotation, ± degrees")
     translate: float = _f(1.0, "Random shift, +- pixels.", "augmentation: shift, ± pixels")
+    scale: float = _f(0.0, "Random zoom, +- this fraction (0.1: 0.9x to 1.1x).", "augmentation: zoom, ± fraction")
     recalibrate_bn: bool = _f(True, "Before each evaluation, recompute BatchNorm's statistics on 10,000 clean training images "
                                     "with Dropout off (what test time sees).", "BatchNorm statistics from clean images before each evaluation")
     ema: float = _f(0.0, "Decay of an exponential moving average of the weights, updated every step; the average is what is "
@@ -62,6 +63,7 @@ class TrainConfig:
             (0 < self.drop_at < 1, f"drop_at must be in (0, 1), got {self.drop_at}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.ema < 1, f"ema must be a decay in [0, 1) (0: off), got {self.ema}"),
+            (0 <= self.scale < 1, f"scale must be a fraction in [0, 1), got {self.scale}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -110,8 +110,8 @@ class TrialRecord:
 
     @property
     def last_val(self) -> float | None:
-        """The validation accuracy of the last finished epoch (what a pruned trial last told the pruner)."""
-        return self.history[-1]["val_acc"] if self.history else None
+        """The validation accuracy of the last evaluated epoch (what a pruned trial last told the pruner)."""
+        return next((h["val_acc"] for h in reversed(self.history) if h.get("val_acc") is not None), None)
 
     @property
     def trained(self) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from nas20k.data import Mnist, Split, augment, batches
 from nas20k.factory import ArchSpec
@@ -117,7 +118,7 @@ def _loss(forward: Callable[[torch.Tensor], torch.Tensor], cfg: TrainConfig, tra
           gen: torch.Generator, loss_sum: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
     """The loss of batch `idx`, augmented; adds to the epoch's sums where they live (no host sync per step).
     `forward` may run in lower precision (Runtime.autocast); the loss is taken in fp32."""
-    x, y = augment(train.x[idx], cfg.rotate, cfg.translate, gen), train.y[idx]
+    x, y = augment(train.x[idx], cfg.rotate, cfg.translate, gen, cfg.scale), train.y[idx]
     out = forward(x).float()
     loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
     loss_sum.add_(loss.detach())
@@ -176,6 +177,10 @@ def train(
 
     graphed = device.type == "cuda" and runtime.cuda_graphs
     step = graphed_step(model, opt, loss, cfg.batch_size, gen) if graphed else _eager_step(opt, loss)
+    # The weights' moving average, when the recipe asks for one, is the model that is evaluated, scored and handed
+    # back; its BatchNorm buffers are averaged too (and recalibrated before evaluation with `recalibrate_bn`).
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    scored = ema.module if ema else model
     eval_batch = 1000 if device.type == "cpu" else 5000  # on a GPU one or two launches per split; the CPU keeps its memory small
     result = TrainResult(model=model, status="complete")
     for epoch in range(1, cfg.epochs + 1):
@@ -190,6 +195,8 @@ def train(
         for idx in batches(len(data.train), cfg.batch_size, gen):
             step(idx)
             sched.step()
+            if ema:
+                ema.update_parameters(model)
             if bar:
                 bar.advance(task)
         if bar:
@@ -201,16 +208,15 @@ def train(
             break
         tested = epoch > cfg.epochs - test_last
         if cfg.recalibrate_bn and (tested or eval_epochs is None or epoch in eval_epochs):
-            recalibrate_bn(model, data.train.x[:RECALIBRATE_IMAGES], eval_batch)
-        val_acc = evaluate(model, data.val, eval_batch) if eval_epochs is None or epoch in eval_epochs else None
-        test_acc = evaluate(model, data.test, eval_batch) if tested else None
+            recalibrate_bn(scored, data.train.x[:RECALIBRATE_IMAGES], eval_batch)
+        val_acc = evaluate(scored, data.val, eval_batch) if eval_epochs is None or epoch in eval_epochs else None
+        test_acc = evaluate(scored, data.test, eval_batch) if tested else None
         stats = EpochStats(epoch, train_loss, correct.item() / n, val_acc, time.perf_counter() - t0, opt.param_groups[0]["lr"], test_acc)
         result.history.append(stats)
         if on_epoch:
             on_epoch(stats)
     model.zero_grad(set_to_none=True)  # with graphs they live in the graph's memory pool; nobody needs them after training
-    model.to(memory_format=torch.contiguous_format)  # hand over plain fp32 weights, whatever the run's layout
-    model.eval()
+    result.model = scored.to(memory_format=torch.contiguous_format).eval()  # plain fp32 weights, whatever the run's layout
     return result
 
 

@@ -43,7 +43,7 @@ def start(args: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "nas20k", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def cli(*args: str, cwd: Path):  # noqa: ANN201 - typer's Result
+def cli(*args: str, cwd: Path, columns: int = 200):  # noqa: ANN201 - typer's Result
     """Run the CLI in this process, in `cwd`; returns typer's Result (exit_code, stdout, stderr, exception).
 
     The search installs its signal handling in the process that runs it: `restoring_signals` puts pytest's back."""
@@ -53,7 +53,7 @@ def cli(*args: str, cwd: Path):  # noqa: ANN201 - typer's Result
         from nas20k.cli import app
 
         with restoring_signals():
-            return CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "NAS20K_DATA_DIR": str(DATA_DIR)})
+            return CliRunner().invoke(app, list(args), env={"COLUMNS": str(columns), "NAS20K_DATA_DIR": str(DATA_DIR)})
     finally:
         os.chdir(here)
 

@@ -270,3 +270,17 @@ def test_train_recalibrates_batchnorm_unless_told_not_to(tmp_path, flag, recorde
     r = cli("train", "--preset", "small", "--epochs", "1", "--limit", "300", "--val-size", "100", "-q", *([flag] if flag else []), cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert f'"recalibrate_bn": {recorded}' in r.stdout
+
+
+@pytest.mark.slow
+def test_what_the_cli_prints_fits_80_columns(study_copy):
+    """A terminal of 80 columns: search (with its confirmation), trials and best print no line wider (`trials
+    --wide` may); the spec and recipe JSON lines are the exception, kept whole to be copied."""
+    for args in (["search", "--trials", "4", *SMALL, "--jobs", "1", "--confirm-top", "1", "--confirm-seeds", "2"],
+                 ["trials"], ["best"], ["confirm", "--top", "2", "--seeds", "2", *SMALL[:4], "--jobs", "1"]):
+        r = cli(*args, cwd=study_copy, columns=80)
+        assert r.exit_code == 0, r.output
+        wide = [line for line in r.stdout.splitlines() if len(line) > 80 and not line.startswith(("spec:", "train:"))]
+        assert not wide, (args, wide)
+    r = cli("trials", "--wide", cwd=study_copy, columns=80)
+    assert r.exit_code == 0 and "optimizer" in r.stdout and "warm start" in r.stdout

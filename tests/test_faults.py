@@ -10,6 +10,8 @@ import pytest
 from conftest import LONGER, cli, load, start, status, trained, training_now, wait_for
 from optuna.trial import TrialState
 
+pytestmark = pytest.mark.slow  # real processes and searches
+
 
 def test_a_sigkilled_worker_leaves_no_zombie_and_its_trial_is_retried(tmp_path):
     args = ["search", "--trials", "1", "--heartbeat", "1", *LONGER, "--no-warm-start", "--confirm-top", "0", "--jobs", "1", "-q"]

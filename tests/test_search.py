@@ -25,7 +25,8 @@ from nas20k.results import best_record
 from nas20k.settings import SearchSettings
 from nas20k.space import Candidate, params_of, warm_start
 from nas20k.storage import open_storage
-from nas20k.study import _enqueue_retries, prepare
+from nas20k.pruners import pruner_epochs
+from nas20k.study import WARM_PRUNE_FROM, _enqueue_retries, prepare
 
 RECIPE = TrainConfig(epochs=1, batch_size=64, optimizer="adam", lr=0.01, nesterov=False, weight_decay=1e-5, schedule="onecycle",
                      label_smoothing=0.0, rotate=0.0, translate=0.0)
@@ -119,15 +120,32 @@ def test_smallest_goal_ranks_passing_candidates_by_size():
         Goal("smallest", 99.4).validate()
 
 
-def test_a_warm_start_trial_is_never_pruned(mnist, tmp_path):
-    """The pruner judges the others; a queued known design trains to the end (and calibrates the rungs)."""
-    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))  # prunes any report
-    study.enqueue_trial(SMALL_NET, user_attrs={"warm_start": "cheap"})
+def test_warm_start_trials_are_pruned_only_from_the_epoch_they_were_queued_with(mnist, tmp_path):
+    """The lead design (prune_from None) trains to the end; the other warm starts are judged from rung 3 on, not on
+    one epoch; a sampled trial from its first report. A pruner that prunes every report shows where each stops."""
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))
+    study.enqueue_trial(SMALL_NET, user_attrs={"warm_start": "lead", "prune_from": None})
+    study.enqueue_trial(SMALL_NET, user_attrs={"warm_start": "next", "prune_from": WARM_PRUNE_FROM})
     study.enqueue_trial(SMALL_NET)
-    study.optimize(Objective(mnist, Budget(max_epochs=2), FileSystemArtifactStore(str(tmp_path))), n_trials=2)
-    warm, other = records(study.trials)
-    assert warm.status == "complete" and warm.epochs == 2 and warm.warm_start == "cheap"
+    objective = Objective(mnist, Budget(max_epochs=4), FileSystemArtifactStore(str(tmp_path)), pruner_epochs=pruner_epochs("asha", 4))
+    study.optimize(objective, n_trials=3)
+    lead, warm, other = records(study.trials)
+    assert lead.status == "complete" and lead.epochs == 4
+    assert warm.status == "pruned" and warm.epochs == WARM_PRUNE_FROM == 3
     assert other.status == "pruned" and other.epochs == 1 and other.warm_start is None
+
+
+def test_a_search_trial_evaluates_only_the_epochs_the_pruner_or_the_score_read(mnist, tmp_path):
+    """ASHA reads epochs 1, 3, 9; the score the last 3: at 12 epochs, epochs 2, 4-8 skip validation (and the
+    BatchNorm recalibration before it); the new study's first queued design is trained as it always was."""
+    assert pruner_epochs("asha", 12) == {1, 3, 9} and pruner_epochs("none", 12) == set() and pruner_epochs("asha3", 20) == {3, 9}
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    study.enqueue_trial({**SMALL_NET, "batch_size": 256}, user_attrs={"warm_start": "lead", "prune_from": None})
+    objective = Objective(mnist, Budget(max_epochs=12), FileSystemArtifactStore(str(tmp_path)), pruner_epochs=pruner_epochs("asha", 12))
+    study.optimize(objective, n_trials=1)
+    (r,) = records(study.trials)
+    assert [h["epoch"] for h in r.history if h["val_acc"] is not None] == [1, 3, 9, 10, 11, 12]
+    assert sorted(study.trials[0].intermediate_values) == [1, 3, 9, 10, 11, 12]
 
 
 def test_a_warm_start_trial_fills_the_pruners_rungs(mnist, tmp_path):
@@ -168,10 +186,12 @@ def under(max_params: int) -> list[str]:
 
 
 @pytest.mark.parametrize("max_params, names", [
-    (20_000, ["nas20k-14088", "nas20k-7458", "nas20k-5826", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070"]),
-    (8000, ["nas20k-7458", "nas20k-5826", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070", "nas20k-14088-scaled"]),
-    (6500, ["nas20k-5826", "firekind-6174", "firekind-6174-onecycle", "nas20k-14088-scaled", "nas20k-7458-scaled", "nitinvig-7070-scaled"]),
-    (6000, ["nas20k-5826", "nas20k-14088-scaled", "nas20k-7458-scaled", "firekind-6174-scaled", "firekind-6174-onecycle-scaled", "nitinvig-7070-scaled"]),
+    (20_000, ["nas20k-14088", "nas20k-7458", "nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070"]),
+    (8000, ["nas20k-7458", "nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070", "nas20k-14088-scaled"]),
+    (6500, ["nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle", "nas20k-14088-scaled", "nas20k-7458-scaled",
+            "nitinvig-7070-scaled"]),
+    (6000, ["nas20k-5826", "public-3762", "nas20k-14088-scaled", "nas20k-7458-scaled", "firekind-6174-scaled", "firekind-6174-onecycle-scaled",
+            "nitinvig-7070-scaled"]),
     (3000, ["firekind-6174-scaled", "firekind-6174-onecycle-scaled"]),  # ours scaled to fit (2,922 params and less) have widths below the space's ranges: skipped, not a crash
     (1000, []),  # not even a tenth of the widths fits, except nitinvig-7070 at width 4, which the space cannot express
 ])

@@ -1,0 +1,78 @@
+"""The CPU training step in fp32 against the runtime's choice (`--precision auto`), side by side in one run.
+
+img/s of the full training step (batched augmentation, forward, loss, backward, optimizer) for the `seed` preset,
+firekind-6174 and the committed winner (studies/best/spec.json), at 1 thread and at all cores, each the best of
+`--repeats` timed epochs of `--batches` batches of 128 after one untimed epoch. Also the share of an epoch that
+validation and BatchNorm recalibration take (what evaluating only the epochs the pruner reads saves). The last
+line is the geometric-mean ratio. Where the CPU has no hardware bf16 it says so in one line and exits 0.
+
+    python benchmarks/cpu_precision.py [--batches 60] [--repeats 3] [--data-dir ../shared/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from nas20k.data import default_data_dir, load_mnist
+from nas20k.factory import PRESETS, ArchSpec
+from nas20k.recipe import TrainConfig
+from nas20k.runtime import Runtime, cpu_has_bf16, resolve
+from nas20k.train import RECALIBRATE_IMAGES, evaluate, recalibrate_bn, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def images_per_second(spec: ArchSpec, data, runtime: Runtime, batches: int, repeats: int) -> float:  # noqa: ANN001
+    cfg = TrainConfig(epochs=1, batch_size=128, recalibrate_bn=False)
+    train(spec, cfg, data, runtime=runtime, eval_epochs=())  # warm-up: allocations, oneDNN kernels
+    best = min(train(spec, cfg, data, runtime=runtime, eval_epochs=()).history[0].seconds for _ in range(repeats))
+    return batches * 128 / best
+
+
+def evaluation_seconds(spec: ArchSpec, data) -> float:  # noqa: ANN001
+    """Seconds of BatchNorm recalibration (10,000 images) + validation (5,000), in fp32 as the trainer evaluates."""
+    model = spec.build().eval()
+    start = time.perf_counter()
+    recalibrate_bn(model, data.train.x[:RECALIBRATE_IMAGES], 1000)
+    evaluate(model, data.val)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+    if not cpu_has_bf16():
+        print("this CPU has no hardware bf16 (AVX512-BF16 or AMX): --precision auto trains in fp32 here, nothing to compare")
+        return
+    root = str(args.data_dir or default_data_dir())
+    data = load_mnist(root, val_size=5000, limit=args.batches * 128, download=False)
+    full = load_mnist(root, val_size=5000, limit=RECALIBRATE_IMAGES, download=False)
+    chosen = resolve("cpu", "auto")
+    specs = {"seed": PRESETS["seed"], "firekind-6174": PRESETS["firekind-6174"],
+             "winner": ArchSpec.load(ROOT / "studies" / "best" / "spec.json")}
+    cores = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {cores} threads available; fp32 vs {chosen.describe()} (the runtime's choice)")
+    ratios = []
+    for threads in sorted({1, cores}):
+        torch.set_num_threads(threads)
+        for name, spec in specs.items():
+            fp32 = images_per_second(spec, data, resolve("cpu", "fp32"), args.batches, args.repeats)
+            auto = images_per_second(spec, data, chosen, args.batches, args.repeats)
+            evaluation = evaluation_seconds(spec, full)
+            share = evaluation / ((60_000 - 5000) / auto + evaluation)
+            ratios.append(auto / fp32)
+            print(f"{threads} thread(s)  {name:>13} {spec.num_params():>6,} params: fp32 {fp32:7,.0f} img/s, "
+                  f"{chosen.precision} {auto:7,.0f} img/s, ratio {auto / fp32:.2f}; validation + recalibration {share:.0%} of an epoch")
+    print(f"ratio {chosen.precision}/fp32 (geometric mean of {len(ratios)}): {math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f}")
+
+
+if __name__ == "__main__":
+    main()
