@@ -1,0 +1,47 @@
+"""The search's time-left model (progress.py): a range from measured epochs and the pruner's survival, nothing
+before an epoch is timed, and the queued unpruned design counted in full."""
+
+import pytest
+
+from nas20k.factory import PRESETS
+from nas20k.progress import Plan, estimate, eta_text, prior_epochs, running_text
+from nas20k.recipe import TrainConfig
+from nas20k.record import TrialRecord
+from nas20k.space import Candidate
+
+CANDIDATE = Candidate(PRESETS["firekind-6174"], TrainConfig())
+
+
+def trial(number: int, status: str, epochs: int, seconds: float = 10.0, **kw: object) -> TrialRecord:
+    history = [{"epoch": e, "seconds": seconds, "val_acc": 0.99 if e % 2 else None} for e in range(1, epochs + 1)]
+    return TrialRecord(number, status, candidate=CANDIDATE, history=history, **kw)
+
+
+def test_prior_epochs_follow_successive_halving():
+    """ASHA (rungs 1, 3, 9, a third kept at each) at 20 epochs: 1 + 1/3 * 2 + 1/9 * 6 + 1/27 * 11 epochs per trial."""
+    assert prior_epochs(20) == pytest.approx(1 + 2 / 3 + 6 / 9 + 11 / 27)
+    assert prior_epochs(1) == 1 and prior_epochs(3) == pytest.approx(1 + 2 / 3)
+
+
+def test_no_estimate_before_an_epoch_is_timed():
+    plan = Plan(target=10, workers=2, max_epochs=20)
+    assert estimate([TrialRecord(0, "waiting", warm_start="lead")], plan) is None
+    assert eta_text([], plan) == "eta after the first epoch"
+
+
+def test_estimate_counts_queued_unpruned_designs_and_the_rest_at_their_mean_epochs():
+    """Three finished sampled trials of 2, 4 and 6 epochs (mean 4), every epoch 10 s, 2 workers; a queued lead
+    design (20 epochs, never pruned) and 6 more to sample: (20 + 6 * 4) epochs * 10 s / 2 workers = 220 s at the
+    centre; the range widens with the spread of epochs per trial, and confirmations add max_epochs each."""
+    recs = [trial(0, "pruned", 2), trial(1, "pruned", 4), trial(2, "pruned", 6),
+            TrialRecord(3, "waiting", warm_start="lead", prune_from=None)]
+    plan = Plan(target=10, workers=2, max_epochs=20)
+    low, high = estimate(recs, plan)
+    assert low < 220 < high and high - low < 220
+    more_low, more_high = estimate(recs, Plan(target=10, workers=2, max_epochs=20, confirm_runs=2))
+    assert more_low == pytest.approx(low + 2 * 20 * 10 / 2) and more_high == pytest.approx(high + 2 * 20 * 10 / 2)
+
+
+def test_the_live_line_labels_the_epoch_and_shows_the_last_val():
+    text = running_text([trial(7, "running", 3)], 20)
+    assert text == "#7 ep 4/20 val 99.0%"  # epoch 3 was evaluated; epoch 2 (None) is skipped
