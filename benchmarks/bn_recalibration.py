@@ -50,7 +50,8 @@ def main() -> None:
     torch.set_num_threads(1)  # a forward pass per run: threads buy little, and it may share the cores
     data = load_mnist(args.data_dir)
     ways = {
-        "update_bn (Dropout on), 10k": lambda m: update_bn([data.train.x[i : i + 1000] for i in range(0, RECALIBRATE_IMAGES, 1000)], m),
+        "update_bn (Dropout on), 10k": lambda m: update_bn(
+            [data.train.x[i : i + 1000] for i in range(0, RECALIBRATE_IMAGES, 1000)], m),
         "recalibrate_bn, 10k": lambda m: recalibrate_bn(m, data.train.x[:RECALIBRATE_IMAGES]),
         "recalibrate_bn, all 55k": lambda m: recalibrate_bn(m, data.train.x),
     }
@@ -76,8 +77,9 @@ def main() -> None:
     print(f"\n{n} distinct runs; change in accuracy points vs as trained, mean ± sd over runs (test: better / worse)")
     for way, d in diffs.items():
         val, test = [100 * a for a, _ in d], [100 * b for _, b in d]
-        print(f"{way:30s} val {statistics.fmean(val):+.3f} ± {statistics.stdev(val):.3f}   test {statistics.fmean(test):+.3f} ± "
-              f"{statistics.stdev(test):.3f}   ({sum(t > 0 for t in test)} / {sum(t < 0 for t in test)})")
+        print(f"{way:30s} val {statistics.fmean(val):+.3f} ± {statistics.stdev(val):.3f}   "
+              f"test {statistics.fmean(test):+.3f} ± {statistics.stdev(test):.3f}   "
+              f"({sum(t > 0 for t in test)} / {sum(t < 0 for t in test)})")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     if not cpu_has_bf16():
-        print("this CPU has no hardware bf16 (AVX512-BF16 or AMX): --precision auto trains in fp32 here, nothing to compare")
+        print("this CPU has no hardware bf16 (AVX512-BF16 or AMX): --precision auto trains in fp32 here, "
+              "nothing to compare")
         return
     root = str(args.data_dir or default_data_dir())
     data = load_mnist(root, val_size=5000, limit=args.batches * 128, download=False)
@@ -70,8 +71,10 @@ def main() -> None:
             share = evaluation / ((60_000 - 5000) / auto + evaluation)
             ratios.append(auto / fp32)
             print(f"{threads} thread(s)  {name:>13} {spec.num_params():>6,} params: fp32 {fp32:7,.0f} img/s, "
-                  f"{chosen.precision} {auto:7,.0f} img/s, ratio {auto / fp32:.2f}; validation + recalibration {share:.0%} of an epoch")
-    print(f"ratio {chosen.precision}/fp32 (geometric mean of {len(ratios)}): {math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f}")
+                  f"{chosen.precision} {auto:7,.0f} img/s, ratio {auto / fp32:.2f}; "
+                  f"validation + recalibration {share:.0%} of an epoch")
+    print(f"ratio {chosen.precision}/fp32 (geometric mean of {len(ratios)}): "
+          f"{math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f}")
 
 
 if __name__ == "__main__":

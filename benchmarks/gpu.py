@@ -44,7 +44,8 @@ def step_ms(data: Mnist, batch_size: int, graphs: bool) -> float:
 def trial(data: Mnist, epochs: int, graphs: bool) -> tuple[float, float]:
     """(wall seconds, last val accuracy) of one seed trial."""
     start = time.perf_counter()
-    result = train(PRESETS["seed"], TrainConfig(epochs=epochs), data, runtime=Runtime(device="cuda", cuda_graphs=graphs))
+    result = train(PRESETS["seed"], TrainConfig(epochs=epochs), data,
+                   runtime=Runtime(device="cuda", cuda_graphs=graphs))
     return time.perf_counter() - start, result.history[-1].val_acc
 
 
@@ -54,7 +55,8 @@ def _worker(root: str, epochs: int, barrier: mp.Barrier, results: mp.Queue) -> N
     candidate = warm_start(epochs)["firekind-6174"]
     ends: list[float] = []
     barrier.wait(timeout=600)  # all workers train at the same time, as in a search
-    train(candidate.spec, replace(candidate.train, epochs=epochs), data, lambda _: ends.append(time.time()), runtime=Runtime(device="cuda"))
+    train(candidate.spec, replace(candidate.train, epochs=epochs), data, lambda _: ends.append(time.time()),
+          runtime=Runtime(device="cuda"))
     results.put((ends[0], ends[-1], (epochs - 1) * WORKER_IMAGES))
 
 
@@ -81,7 +83,9 @@ def concurrent(root: str, workers: int, epochs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--quick", action="store_true", help="a 4-epoch trial and 3 worker epochs instead of 20 and 6 (the full run took 116 s on an H200)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a 4-epoch trial and 3 worker epochs instead of 20 and 6 "
+                             "(the full run took 116 s on an H200)")
     parser.add_argument("--out", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -89,9 +93,11 @@ def main() -> None:
         return
     root = str(args.data_dir or default_data_dir())
     trial_epochs, worker_epochs = (4, 3) if args.quick else (20, 6)
-    results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "quick": args.quick, "mps": mps_running()}
+    results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "quick": args.quick,
+                     "mps": mps_running()}
     print(f"{results['device']}, torch {torch.__version__}, seed net {PRESETS['seed'].num_params():,} params, "
-          f"CUDA MPS {'running' if results['mps'] else 'not running (the workers in (3) time-slice the GPU)'}", flush=True)
+          f"CUDA MPS {'running' if results['mps'] else 'not running (the workers in (3) time-slice the GPU)'}",
+          flush=True)
 
     data = load_mnist(root, device="cuda", download=False)
     print(f"(1) ms per step, epoch 2 over {len(data.train):,} images:", flush=True)
@@ -112,7 +118,8 @@ def main() -> None:
     for n in WORKERS:
         rate = concurrent(root, n, worker_epochs)
         results[f"workers_{n}_img_s"] = rate
-        print(f"(3) {n} worker(s), firekind-6174 graphed, {steps} timed steps of 128 each: {rate:,.0f} img/s", flush=True)
+        print(f"(3) {n} worker(s), firekind-6174 graphed, {steps} timed steps of 128 each: {rate:,.0f} img/s",
+              flush=True)
 
     ratios = {
         "step_speedup_128": results["step_ms_128"]["eager"] / results["step_ms_128"]["graphed"],

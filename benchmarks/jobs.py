@@ -46,7 +46,8 @@ def main() -> None:
     root = str(args.data_dir or default_data_dir())
     cores = len(os.sched_getaffinity(0))
     images = args.batches * 128
-    print(f"{cores} cores, preset {args.preset} ({PRESETS[args.preset].num_params():,} params), {args.batches} batches of 128 per process")
+    print(f"{cores} cores, preset {args.preset} ({PRESETS[args.preset].num_params():,} params), "
+          f"{args.batches} batches of 128 per process")
 
     t0, t1 = run(root, args.preset, args.batches, cores)
     a = images / (t1 - t0)
@@ -55,7 +56,8 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(args.jobs), ctx.Queue()
     threads = max(1, cores // args.jobs)
-    procs = [ctx.Process(target=_child, args=((root, args.preset, args.batches, threads, barrier), queue)) for _ in range(args.jobs)]
+    procs = [ctx.Process(target=_child, args=((root, args.preset, args.batches, threads, barrier), queue))
+             for _ in range(args.jobs)]
     for p in procs:
         p.start()
     spans = [queue.get() for _ in procs]

@@ -30,7 +30,8 @@ PRECISIONS = {"fp32": Runtime(), "bf16": Runtime(precision="bf16", channels_last
 
 def designs() -> dict[str, Candidate]:
     best = ROOT / "studies" / "best"
-    winner = Candidate(ArchSpec.load(best / "spec.json"), TrainConfig.from_dict(json.loads((best / "metrics.json").read_text())["train"]))
+    winner = Candidate(ArchSpec.load(best / "spec.json"),
+                       TrainConfig.from_dict(json.loads((best / "metrics.json").read_text())["train"]))
     return {"firekind-6174 (15 ep)": warm_start(15)["firekind-6174"], "winner 15,486 (20 ep)": winner}
 
 
@@ -49,7 +50,8 @@ def run(job: tuple[str, str, int, str]) -> dict:
 
 
 def mean_sd(xs: list[float]) -> str:
-    return f"{100 * statistics.fmean(xs):.3f} ± {100 * statistics.stdev(xs):.3f}" if len(xs) > 1 else f"{100 * xs[0]:.3f}"
+    return (f"{100 * statistics.fmean(xs):.3f} ± {100 * statistics.stdev(xs):.3f}" if len(xs) > 1
+            else f"{100 * xs[0]:.3f}")
 
 
 def main() -> None:
@@ -59,15 +61,17 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     root = str(args.data_dir or default_data_dir())
-    jobs = [(name, p, seed, root) for name in reversed(list(designs())) for seed in range(args.seeds) for p in PRECISIONS]
+    jobs = [(name, p, seed, root)
+            for name in reversed(list(designs())) for seed in range(args.seeds) for p in PRECISIONS]
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         rows = pool.map(run, jobs, chunksize=1)
-    print(f"\n| design | precision | n | val score (mean ± sd, %) | test last 3 (mean ± sd, %) | s per run |")
+    print("\n| design | precision | n | val score (mean ± sd, %) | test last 3 (mean ± sd, %) | s per run |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name in designs():
         for p in PRECISIONS:
             group = [r for r in rows if r["design"] == name and r["precision"] == p]
-            print(f"| {name} | {p} | {len(group)} | {mean_sd([r['val_score'] for r in group])} | {mean_sd([r['test_last3'] for r in group])} "
+            print(f"| {name} | {p} | {len(group)} | {mean_sd([r['val_score'] for r in group])} "
+                  f"| {mean_sd([r['test_last3'] for r in group])} "
                   f"| {statistics.fmean(r['seconds'] for r in group):.0f} |")
 
 

@@ -24,7 +24,8 @@ import optuna
 from nas20k.record import TrialRecord
 from nas20k.study import search_records
 
-FIRST_RUNG = {"asha": 1, "asha3": 3, "median": 5, "hyperband": 1, "none": 0}  # epochs a candidate must finish before a verdict
+# epochs a candidate must finish before a verdict
+FIRST_RUNG = {"asha": 1, "asha3": 3, "median": 5, "hyperband": 1, "none": 0}
 
 
 def epochs_spent(db: Path, name: str) -> int:
@@ -86,7 +87,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="train on the first N images only (a cheaper proxy)")
     parser.add_argument("--target", type=float, default=0.994, help="val score that counts as a good candidate")
     parser.add_argument("--out-dir", type=Path, default=Path("studies/pruners"))
-    parser.add_argument("--summarize-only", action="store_true", help="print the table of the databases already in --out-dir")
+    parser.add_argument("--summarize-only", action="store_true",
+                        help="print the table of the databases already in --out-dir")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -98,12 +100,14 @@ def main() -> None:
         rows.append(summarize(pruner, db, args.target))
     print(f"\n--epochs {args.epochs} each, --max-params {args.max_params} --max-epochs {args.max_epochs}"
           f"{f' --limit {args.limit}' if args.limit else ''}, default workers, target val score {args.target:.2%}\n")
-    print("| pruner | trained | complete | epochs (min) | first val score >= target: epochs (min) | optimizer/schedule families trained (past first rung) | best val score |")
+    print("| pruner | trained | complete | epochs (min) | first val score >= target: epochs (min) "
+          "| optimizer/schedule families trained (past first rung) | best val score |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         first = "not reached" if r["first_epochs"] is None else f"{r['first_epochs']} ({r['first_minutes']:.1f})"
         best = "-" if r["best_val"] is None else f"{r['best_val']:.2%}"
-        print(f"| {r['pruner']} | {r['trained']} | {r['complete']} | {r['epochs']} ({r['minutes']:.1f}) | {first} | {r['families']} ({r['families_past_rung']}) | {best} |")
+        print(f"| {r['pruner']} | {r['trained']} | {r['complete']} | {r['epochs']} ({r['minutes']:.1f}) | {first} "
+              f"| {r['families']} ({r['families_past_rung']}) | {best} |")
 
 
 if __name__ == "__main__":

@@ -28,8 +28,10 @@ WARMUP = 10  # batches not timed in (a): worker start-up and first-touch allocat
 
 def seed_pipeline(root: str, batches: int, device: torch.device) -> float:
     """img/s of the seed notebook's loop over `batches` batches of 128."""
-    tf = transforms.Compose([transforms.RandomRotation((-15.0, 15.0), fill=(0,)), transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
-    loader = torch.utils.data.DataLoader(datasets.MNIST(root, train=True, download=False, transform=tf), batch_size=128, shuffle=True, num_workers=2, pin_memory=device.type == "cuda")
+    tf = transforms.Compose([transforms.RandomRotation((-15.0, 15.0), fill=(0,)), transforms.ToTensor(),
+                             transforms.Normalize((MEAN,), (STD,))])
+    loader = torch.utils.data.DataLoader(datasets.MNIST(root, train=True, download=False, transform=tf), batch_size=128,
+                                         shuffle=True, num_workers=2, pin_memory=device.type == "cuda")
     torch.manual_seed(0)
     model = PRESETS["seed"].build().to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -54,7 +56,8 @@ def nas20k_trainer(root: str, batches: int, device: torch.device, compile: bool)
     """img/s of nas20k.train over one epoch of exactly `batches` batches of 128 (its per-epoch timing,
     which includes a 500-image validation pass and, with --compile, the compile warm-up)."""
     data = load_mnist(root, val_size=500, limit=batches * 128, device=device, download=False)
-    cfg = TrainConfig(epochs=1, batch_size=128, lr=0.01, schedule="none", nesterov=False, weight_decay=0, rotate=15, translate=0)
+    cfg = TrainConfig(epochs=1, batch_size=128, lr=0.01, schedule="none", nesterov=False, weight_decay=0, rotate=15,
+                      translate=0)
     result = train(PRESETS["seed"], cfg, data, runtime=Runtime(device=str(device), compile=compile))
     return batches * 128 / result.history[0].seconds
 
@@ -73,7 +76,8 @@ def main() -> None:
     root = str(args.data_dir or default_data_dir())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     spec = PRESETS["seed"]
-    print(f"device {device} ({torch.get_num_threads()} threads), seed spec: {spec.num_params():,} params, {spec.macs():,} MACs/image forward")
+    print(f"device {device} ({torch.get_num_threads()} threads), seed spec: {spec.num_params():,} params, "
+          f"{spec.macs():,} MACs/image forward")
     a = seed_pipeline(root, args.batches, device)
     print(f"(a) seed DataLoader pipeline: {a:,.0f} img/s")
     b = nas20k_trainer(root, args.batches, device, compile=False)

@@ -46,8 +46,10 @@ def main() -> None:
     val = {r.number: {s.seed: s.val_score for s in r.seeds} for r in designs}
     test = {r.number: statistics.fmean(s.test_acc_last3 for s in r.seeds if s.seed in seeds) for r in designs}
     best_test = max(test, key=test.get)
-    print(f"{args.study}: {len(designs)} designs x {len(seeds)} seeds; best by 5-seed mean test: #{best_test} ({100 * test[best_test]:.3f} %)")
-    print("| seeds k | draws | picks the best-test design | pick's 5-seed mean test (mean over draws, %) | rank corr. val(k) vs test(5) |")
+    print(f"{args.study}: {len(designs)} designs x {len(seeds)} seeds; "
+          f"best by 5-seed mean test: #{best_test} ({100 * test[best_test]:.3f} %)")
+    print("| seeds k | draws | picks the best-test design | pick's 5-seed mean test (mean over draws, %) "
+          "| rank corr. val(k) vs test(5) |")
     print("| --- | --- | --- | --- | --- |")
     for k in range(1, len(seeds) + 1):
         hits, outcome, corr = 0, [], []
@@ -58,7 +60,8 @@ def main() -> None:
             hits += pick == best_test
             outcome.append(test[pick])
             corr.append(spearman([means[n] for n in val], [test[n] for n in val]))
-        print(f"| {k} | {len(draws)} | {hits}/{len(draws)} | {100 * statistics.fmean(outcome):.3f} | {statistics.fmean(corr):.2f} |")
+        print(f"| {k} | {len(draws)} | {hits}/{len(draws)} | {100 * statistics.fmean(outcome):.3f} "
+              f"| {statistics.fmean(corr):.2f} |")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,8 +32,8 @@ from nas20k.errors import UserError
 from nas20k.factory import PRESETS, ArchSpec, summary
 from nas20k.mission import GOALS, TARGET_ACC, Budget, Goal
 from nas20k.pruners import DEFAULT_PRUNER
-from nas20k.recipe import TrainConfig
-from nas20k.tables import pct
+from nas20k.recipe import TrainConfig, load_recipe
+from nas20k.tables import pct, table
 
 if TYPE_CHECKING:
     import optuna
@@ -57,7 +59,8 @@ class Cli(TyperGroup):
             if "\n" in message:
                 err.print(message, markup=False)
             else:
-                err.print(f"[red]error:[/red] {message}" + (f" (see: {ctx.command_path} --help)" if ctx else ""), soft_wrap=True)
+                err.print(f"[red]error:[/red] {message}" + (f" (see: {ctx.command_path} --help)" if ctx else ""),
+                          soft_wrap=True)
             code = e.exit_code
         except UserError as e:
             err.print(f"[red]error:[/red] {e}", soft_wrap=True)
@@ -72,8 +75,8 @@ class Cli(TyperGroup):
 
 
 app = typer.Typer(cls=Cli, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
-                  help="Search small MNIST CNNs under a parameter and epoch budget (default: < 20,000 params, <= 20 epochs, "
-                       ">= 99.4 % test).")
+                  help="Search small MNIST CNNs under a parameter and epoch budget (default: < 20,000 params, "
+                       "<= 20 epochs, >= 99.4 % test).")
 
 
 def show_checklist(lines: list[tuple[str, bool | None]]) -> None:
@@ -81,34 +84,24 @@ def show_checklist(lines: list[tuple[str, bool | None]]) -> None:
         out.print(f"  {MARK[ok]} {line}")
 
 
-def load_recipe(path: Path) -> TrainConfig:
-    """A TrainConfig from JSON: either the config itself or a metrics.json holding it under "train"."""
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"recipe file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"recipe is not valid JSON: {path}: {e}") from None
-    return TrainConfig.from_dict(d.get("train", d) if isinstance(d, dict) else d)
-
-
 @app.command("train")
 @add_options(recipe_options(), into="recipe_flags")
 @add_options({**DEVICE_OPTIONS, **DATA_OPTIONS}, into="run")
 def train_cmd(
-    preset: Annotated[str | None, typer.Option(help=f"Architecture preset: {', '.join(PRESETS)}.", show_default=False)] = None,
+    preset: Annotated[str | None, typer.Option(help=f"Architecture preset: {', '.join(PRESETS)}.",
+                                               show_default=False)] = None,
     spec: Annotated[Path | None, typer.Option(help="Architecture as a spec JSON file, e.g. studies/best/spec.json.",
                                               show_default=False)] = None,
-    recipe: Annotated[Path | None, typer.Option(help="Take the recipe from a JSON file (an export's metrics.json, or a recipe); "
-                                                "the recipe flags are then ignored, except --seed.", show_default=False)] = None,
-    compile: Annotated[bool, typer.Option(help="torch.compile the model (tens of seconds per architecture).")] = False,  # noqa: A002
+    recipe: Annotated[Path | None, typer.Option(help="Take the recipe from a JSON file (an export's metrics.json, or a "
+                                                "recipe); the recipe flags are then ignored, except --seed.",
+                                                show_default=False)] = None,
+    compile: Annotated[bool, typer.Option(  # noqa: A002
+        help="torch.compile the model (tens of seconds per architecture).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     recipe_flags: dict | None = None,
     run: dict | None = None,
 ) -> None:
     """Train one architecture (a preset or a spec file), then report its test accuracy."""
-    from dataclasses import replace
-
     from nas20k.data import load_mnist
     from nas20k.runtime import resolve
     from nas20k.train import EpochStats, evaluate, train
@@ -122,23 +115,25 @@ def train_cmd(
     cfg = replace(load_recipe(recipe), seed=recipe_flags["seed"]) if recipe else TrainConfig(**recipe_flags)
     cfg.validate()
     runtime = resolve(run["device"], run["precision"], compile=compile, cuda_graphs=run["cuda_graphs"])
-    data = load_mnist(run["data_dir"], val_size=run["val_size"], limit=run["limit"], device=runtime.device, download=run["download"])
+    data = load_mnist(run["data_dir"], val_size=run["val_size"], limit=run["limit"], device=runtime.device,
+                      download=run["download"])
     if cfg.batch_size > len(data.train):
         raise UserError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train):,} training images")
     out.print(summary(arch))
-    out.print(f"train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,} images on {runtime.describe()}")
+    out.print(f"train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,} images "
+              f"on {runtime.describe()}")
     out.print(f"recipe: {json.dumps(cfg.to_dict())}", soft_wrap=True)
 
     def log(s: EpochStats) -> None:
-        out.print(f"epoch {s.epoch:>3}/{cfg.epochs}  loss {s.train_loss:.4f}  train {pct(s.train_acc)}  val {pct(s.val_acc)}  "
-                  f"lr {s.lr:.3g}  {s.seconds:.1f}s")
+        out.print(f"epoch {s.epoch:>3}/{cfg.epochs}  loss {s.train_loss:.4f}  train {pct(s.train_acc)}  "
+                  f"val {pct(s.val_acc)}  lr {s.lr:.3g}  {s.seconds:.1f}s")
 
     result = train(arch, cfg, data, log, runtime=runtime, progress=not quiet)
     if result.status == "diverged":
         raise UserError(f"diverged: the loss became NaN/inf in epoch {len(result.history) + 1}; lower --lr")
     total = sum(s.seconds for s in result.history)
-    out.print(f"params {arch.num_params():,}  val {pct(result.history[-1].val_acc)}  test {pct(evaluate(result.model, data.test))}  "
-              f"({total:.0f}s training)")
+    out.print(f"params {arch.num_params():,}  val {pct(result.history[-1].val_acc)}  "
+              f"test {pct(evaluate(result.model, data.test))}  ({total:.0f}s training)")
 
 
 # --- search and confirm -----------------------------------------------------------------------------------
@@ -194,8 +189,6 @@ def _run(settings: SearchSettings, task: Any, study: optuna.Study, reporter: Any
 
 def _confirm(settings: SearchSettings, top: int, seeds: int, quiet: bool) -> None:
     """Race the top candidates over more seeds (confirm.py), then show them ranked by mean val score."""
-    from functools import partial
-
     from nas20k.confirm import confirm_worker, open_confirm_study, remaining
     from nas20k.progress import Plan, Reporter
     from nas20k.study import trained_count
@@ -208,7 +201,8 @@ def _confirm(settings: SearchSettings, top: int, seeds: int, quiet: bool) -> Non
     out.print(f"confirming the top {top} on up to {seeds} seeds each, raced: at most {at_most} run(s)")
     before = confirm.get_trials(deepcopy=False)
     plan = Plan(target=trained_count(before) + at_most, workers=settings.workers, max_epochs=settings.budget.max_epochs)
-    _run(settings, partial(confirm_worker, top=top, seeds=seeds), confirm, Reporter(out, plan, before, quiet, unit="runs"))
+    _run(settings, partial(confirm_worker, top=top, seeds=seeds), confirm,
+         Reporter(out, plan, before, quiet, unit="runs"))
     runs = trained_count(confirm.get_trials(deepcopy=False)) - trained_count(before)
     out.print(f"confirmation: {runs} run(s) trained")
 
@@ -218,35 +212,38 @@ def _confirm(settings: SearchSettings, top: int, seeds: int, quiet: bool) -> Non
 def search(
     trials: Annotated[int, typer.Option(help="Trained candidates the study should hold (complete + pruned + diverged); "
                                              "re-running continues up to this number.")] = 50,
-    max_params: Annotated[int, typer.Option(help="Parameter budget: candidates with this many or more are rejected before training.")] = 20_000,
-    max_epochs: Annotated[int, typer.Option(help="Epoch budget: every candidate trains at most this many epochs.")] = 20,
-    goal: Annotated[str, typer.Option(help=f"{' | '.join(GOALS)}: the highest val score, or the fewest parameters whose val score "
-                                           "reaches --target.")] = "accuracy",
-    target: Annotated[float, typer.Option(help="Val score a --goal smallest search must reach (val runs 0.1-0.3 points below test).")] = TARGET_ACC,
+    max_params: Annotated[int, typer.Option(
+        help="Parameter budget: candidates with this many or more are rejected before training.")] = 20_000,
+    max_epochs: Annotated[int, typer.Option(
+        help="Epoch budget: every candidate trains at most this many epochs.")] = 20,
+    goal: Annotated[str, typer.Option(help=f"{' | '.join(GOALS)}: the highest val score, or the fewest parameters "
+                                           "whose val score reaches --target.")] = "accuracy",
+    target: Annotated[float, typer.Option(
+        help="Val score a --goal smallest search must reach (val runs 0.1-0.3 points below test).")] = TARGET_ACC,
     pruner: Annotated[str, typer.Option(help=PRUNER_HELP)] = DEFAULT_PRUNER,
-    warm_start: Annotated[bool, typer.Option(help="Seed a new study with the known designs that fit the budget (scaled where they do not).")] = True,
-    confirm_top: Annotated[int, typer.Option(help="Then race this many top candidates over more seeds (0: skip; `nas20k confirm` later).")] = 3,
-    confirm_seeds: Annotated[int | None, typer.Option(help="Seeds the confirmed winner ends with (its own run counts as one)  "
-                                                         "[default: 3; 5 for --goal smallest]", show_default=False)] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the TPE sampler (offset per worker and by the study's trials) and of training.")] = 0,
+    warm_start: Annotated[bool, typer.Option(
+        help="Seed a new study with the known designs that fit the budget (scaled where they do not).")] = True,
+    confirm_top: Annotated[int, typer.Option(
+        help="Then race this many top candidates over more seeds (0: skip; `nas20k confirm` later).")] = 3,
+    confirm_seeds: Annotated[int | None, typer.Option(
+        help="Seeds the confirmed winner ends with (its own run counts as one)  [default: 3; 5 for --goal smallest]",
+        show_default=False)] = None,
+    seed: Annotated[int, typer.Option(
+        help="Seed of the TPE sampler (offset per worker and by the study's trials) and of training.")] = 0,
     run: dict | None = None,
 ) -> None:
     """Search architectures and training recipes with Optuna (TPE + pruning) under the budget, then confirm the
     winners on more seeds; resumable (re-run the same command)."""
-    from nas20k.progress import Plan, Reporter, first_result_text
-    from nas20k.record import records
-    from nas20k.study import (
-        prepare,
-        probe_seconds_per_epoch,
-        search_worker,
-        trained_count,
-    )
-
-    settings = _settings(run, trials=trials, budget=Budget(max_params, max_epochs), goal=Goal(goal, target), pruner=pruner,
-                         seed=seed, warm_start=warm_start)
-    confirm_seeds = confirm_seeds or SEEDS.get(goal, 3)  # an unknown --goal is refused by prepare
+    settings = _settings(run, trials=trials, budget=Budget(max_params, max_epochs), goal=Goal(goal, target),
+                         pruner=pruner, seed=seed, warm_start=warm_start)
+    confirm_seeds = SEEDS.get(goal, 3) if confirm_seeds is None else confirm_seeds  # a bad --goal: refused below
     if confirm_top < 0 or confirm_seeds < 1:
         raise UserError("--confirm-top must be >= 0 and --confirm-seeds >= 1")
+    settings.validate()  # the flags, before torch and the storage load
+    from nas20k.progress import Plan, Reporter, first_result_text
+    from nas20k.record import records
+    from nas20k.study import prepare, probe_seconds_per_epoch, search_worker, trained_count
+
     study, queued = prepare(settings)
     before = study.get_trials(deepcopy=False)
     held = trained_count(before)
@@ -278,9 +275,11 @@ def search(
 @app.command()
 @add_options(RUN_OPTIONS, into="run")
 def confirm(
-    top: Annotated[int, typer.Option(help="How many of the best candidates (by the study's goal) race for more seeds.")] = 3,
+    top: Annotated[int, typer.Option(
+        help="How many of the best candidates (by the study's goal) race for more seeds.")] = 3,
     seeds: Annotated[int | None, typer.Option(help="Seeds the winner ends with: its own run plus seed+1, seed+2, ...  "
-                                                  "[default: 3; 5 for a --goal smallest study]", show_default=False)] = None,
+                                                  "[default: 3; 5 for a --goal smallest study]",
+                                              show_default=False)] = None,
     run: dict | None = None,
 ) -> None:
     """Retrain the top candidates on more seeds, raced, so the winner is a mean, not one lucky run; resumable."""
@@ -288,7 +287,7 @@ def confirm(
 
     study = _open(run["study_name"], run["storage"])
     meta = StudyMeta.of(study)
-    seeds = seeds or SEEDS[meta.goal.kind]
+    seeds = SEEDS[meta.goal.kind] if seeds is None else seeds
     if top < 1 or seeds < 1:
         raise UserError("--top and --seeds must be >= 1")
     settings = _settings(run, budget=meta.budget, goal=meta.goal)
@@ -308,14 +307,14 @@ def _open(study_name: str, storage: str | None) -> optuna.Study:
 
 
 def _names(study_name: str, storage: str | None) -> str:
-    return (f" --study-name {study_name}" if study_name != "nas20k" else "") + (f" --storage {storage}" if storage else "")
+    return ((f" --study-name {study_name}" if study_name != "nas20k" else "")
+            + (f" --storage {storage}" if storage else ""))
 
 
 def _show_ranked(study: optuna.Study, k: int) -> None:
     """The `k` best completed trials, in the ranking `best` uses."""
     from nas20k.record import StudyMeta, search_records
     from nas20k.results import ranked, trials_frame
-    from nas20k.tables import table
 
     meta = StudyMeta.of(study)
     top = ranked(search_records(study), meta.goal, meta.budget)[:k]
@@ -325,18 +324,23 @@ def _show_ranked(study: optuna.Study, k: int) -> None:
 @app.command()
 @add_options(STUDY_OPTIONS, into="where")
 def best(
-    directory: Annotated[Path | None, typer.Argument(metavar="[DIR]", show_default=False,
-                                                     help="Export folder  [default: studies/<study-name>-best, or -smallest]")] = None,
-    export_model: Annotated[bool, typer.Option("--export", help="Write model.pt2 (torch.export), model.pt, spec.json, metrics.json, "
-                                                               "summary.txt, history.csv into DIR.")] = False,
-    force: Annotated[bool, typer.Option(help="Let --export replace files in DIR that this study did not write.")] = False,
-    smallest: Annotated[bool, typer.Option(help="The fewest-parameter candidate whose confirmed mean val score reaches --target.")] = False,
-    target: Annotated[float | None, typer.Option(help="Val score for --smallest  [default: the study's --target]", show_default=False)] = None,
-    artifacts: Annotated[Path | None, typer.Option(help="Where the study's weights are  [default: next to its SQLite file]",
-                                                   show_default=False)] = None,
+    directory: Annotated[Path | None, typer.Argument(
+        metavar="[DIR]", show_default=False,
+        help="Export folder  [default: studies/<study-name>-best, or -smallest]")] = None,
+    export_model: Annotated[bool, typer.Option(
+        "--export", help="Write model.pt2 (torch.export), model.pt, spec.json, metrics.json, summary.txt, history.csv "
+                         "into DIR.")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Let --export replace files in DIR that this study did not write.")] = False,
+    smallest: Annotated[bool, typer.Option(
+        help="The fewest-parameter candidate whose confirmed mean val score reaches --target.")] = False,
+    target: Annotated[float | None, typer.Option(
+        help="Val score for --smallest  [default: the study's --target]", show_default=False)] = None,
+    artifacts: Annotated[Path | None, typer.Option(
+        help="Where the study's weights are  [default: next to its SQLite file]", show_default=False)] = None,
     where: dict | None = None,
 ) -> None:
-    """Show the best trial (by mean val score over its seeds), its layer table and the checklist; optionally export it."""
+    """Show the best trial (by mean val score over its seeds), its layer table and the checklist; optionally export it."""  # noqa: E501 - one line in `nas20k --help`
     from nas20k.record import StudyMeta, search_records
     from nas20k.results import best_record, record_checklist, smallest_record
     from nas20k.storage import default_artifacts, default_storage, redact
@@ -348,8 +352,10 @@ def best(
     meta, recs = StudyMeta.of(study), search_records(study)
     r = smallest_record(recs, meta, name, target or meta.goal.target) if smallest else best_record(recs, meta, name)
     sd = "" if r.sd_val() is None else f" ± {r.sd_val():.2%}"
-    out.print(f"{'smallest passing' if smallest else 'best'} trial #{r.number} of {name!r}: {r.params:,} params, {r.epochs} epochs")
-    out.print(f"mean val score {pct(r.mean_val())}{sd} over {max(r.n_seeds, 1)} seed(s); test (mean of last 3 epochs) {pct(r.mean_test_last3())}")
+    out.print(f"{'smallest passing' if smallest else 'best'} trial #{r.number} of {name!r}: {r.params:,} params, "
+              f"{r.epochs} epochs")
+    out.print(f"mean val score {pct(r.mean_val())}{sd} over {max(r.n_seeds, 1)} seed(s); "
+              f"test (mean of last 3 epochs) {pct(r.mean_test_last3())}")
     if r.n_seeds < 2:
         out.print("unconfirmed: one seed; run `nas20k confirm` for a mean over seeds")
     for s in r.seeds:
@@ -357,7 +363,8 @@ def best(
     out.print(f"spec:  {json.dumps(r.candidate.spec.to_dict())}", soft_wrap=True)
     out.print(f"train: {json.dumps(r.candidate.train.to_dict())}", soft_wrap=True)
     for run in meta.runtime:
-        out.print(f"ran on: {run.get('device_name', '?')}, {run.get('precision', 'fp32')}, {run.get('workers')} worker(s), torch {run.get('torch')}")
+        out.print(f"ran on: {run.get('device_name', '?')}, {run.get('precision', 'fp32')}, "
+                  f"{run.get('workers')} worker(s), torch {run.get('torch')}")
     out.print(summary(r.candidate.spec))
     show_checklist(record_checklist(r, meta))
     if export_model:
@@ -372,35 +379,39 @@ def best(
 @add_options(STUDY_OPTIONS, into="where")
 def trials_cmd(
     top: Annotated[int | None, typer.Option(help="Show only the first K rows.", show_default=False)] = None,
-    sort: Annotated[str, typer.Option(help="Column to sort by (descending for scores), e.g. mean_val, params, trial, seconds.")] = "mean_val",
-    state: Annotated[str | None, typer.Option(help="Only trials in this status: complete, pruned, rejected, diverged, interrupted, "
-                                                   "failed, running.", show_default=False)] = None,
+    sort: Annotated[str, typer.Option(
+        help="Column to sort by (descending for scores), e.g. mean_val, params, trial, seconds.")] = "mean_val",
+    state: Annotated[str | None, typer.Option(
+        help="Only trials in this status: complete, pruned, rejected, diverged, interrupted, failed, running.",
+        show_default=False)] = None,
     wide: Annotated[bool, typer.Option(help="All columns (wider than 80 characters).")] = False,
-    csv: Annotated[Path | None, typer.Option(help="Write all rows and columns to this CSV file.", show_default=False)] = None,
+    csv: Annotated[Path | None, typer.Option(help="Write all rows and columns to this CSV file.",
+                                             show_default=False)] = None,
     where: dict | None = None,
 ) -> None:
     """List the study's trials: status, params, epochs, val scores over seeds, test, main hyper-parameters."""
     from nas20k.record import search_records
     from nas20k.results import trials_frame
-    from nas20k.tables import table
 
     frame = trials_frame(search_records(_open(where["study_name"], where["storage"])))
     if sort not in frame.columns:
         raise UserError(f"--sort must be one of {', '.join(frame.columns)}, got {sort!r}")
     if state:
         frame = frame[frame.status == state]
-    frame = frame.sort_values(sort, ascending=sort not in ("val_score", "mean_val", "last_val", "test_acc", "test_last3", "seeds"),
-                              na_position="last")
+    descending = ("val_score", "mean_val", "last_val", "test_acc", "test_last3", "seeds")
+    frame = frame.sort_values(sort, ascending=sort not in descending, na_position="last")
     if csv:
         frame.to_csv(csv, index=False)
         out.print(f"wrote {len(frame)} rows to {csv}")
-    (Console(highlight=False, width=10_000) if wide else out).print(table(frame.head(top or len(frame)), wide))  # --wide: as wide as it takes
+    # --wide: as wide as it takes
+    (Console(highlight=False, width=10_000) if wide else out).print(table(frame.head(top or len(frame)), wide))
 
 
 @app.command()
 @add_options(STUDY_OPTIONS, into="where")
 def report(
-    out_file: Annotated[Path, typer.Option("--out", help="HTML file to write (self-contained: opens offline).")] = Path("studies/report.html"),
+    out_file: Annotated[Path, typer.Option(
+        "--out", help="HTML file to write (self-contained: opens offline).")] = Path("studies/report.html"),
     where: dict | None = None,
 ) -> None:
     """Write one HTML page: summary, best trial and recipe, history, accuracy vs params, curves, importances, trials."""
@@ -427,11 +438,11 @@ def dashboard(
     from nas20k.optuna_private import storage_of
     from nas20k.storage import default_artifacts, default_storage
 
-    name = where["study_name"]
+    name, url = where["study_name"], where["storage"] or default_storage(where["study_name"])
     study = _open(name, where["storage"])
-    url = where["storage"] or default_storage(name)
     out.print(f"optuna-dashboard on http://{host}:{port} (Ctrl-C to stop)")
-    run_server(storage_of(study), host=host, port=port, artifact_store=FileSystemArtifactStore(str(artifacts or default_artifacts(url, name))))
+    run_server(storage_of(study), host=host, port=port,
+               artifact_store=FileSystemArtifactStore(str(artifacts or default_artifacts(url, name))))
 
 
 def main() -> None:

@@ -25,43 +25,54 @@ Option = tuple[Any, Any]  # (annotation with its typer.Option, default)
 DATA_OPTIONS: dict[str, Option] = {
     "data_dir": (Annotated[Path | None, typer.Option("--data-dir", envvar="NAS20K_DATA_DIR", show_default=False,
                  help="Folder holding MNIST/raw/ (default: ~/.cache/nas20k, downloaded on first use).")], None),
-    "download": (Annotated[bool, typer.Option(help="Download MNIST into the data folder when it is missing (needs internet).")], True),
+    "download": (Annotated[bool, typer.Option(
+        help="Download MNIST into the data folder when it is missing (needs internet).")], True),
     "val_size": (Annotated[int, typer.Option(help="Validation images carved (seeded) from the 60k training set; "
                                                   "the only split used to choose models.")], 5000),
-    "limit": (Annotated[int | None, typer.Option(help="Use only the first N training and test images (quick smoke runs).",
-                                                 show_default=False)], None),
+    "limit": (Annotated[int | None, typer.Option(
+        help="Use only the first N training and test images (quick smoke runs).", show_default=False)], None),
 }
 DEVICE_OPTIONS: dict[str, Option] = {
-    "device": (Annotated[str, typer.Option(help="Where to train: auto (a GPU when CUDA is available, else the CPU), cpu, cuda or cuda:N.")], "auto"),
-    "precision": (Annotated[str, typer.Option(help=f"Training arithmetic: {', '.join(PRECISIONS)} (auto: bf16 autocast on a CPU "
-                                                   "with hardware bf16, fp32 elsewhere). Weights and exports stay fp32.")], "auto"),
-    "cuda_graphs": (Annotated[bool, typer.Option(help="On CUDA, replay the training step as a captured CUDA graph (--no-cuda-graphs: eager).")], True),
+    "device": (Annotated[str, typer.Option(
+        help="Where to train: auto (a GPU when CUDA is available, else the CPU), cpu, cuda or cuda:N.")], "auto"),
+    "precision": (Annotated[str, typer.Option(
+        help=f"Training arithmetic: {', '.join(PRECISIONS)} (auto: bf16 autocast on a CPU with hardware bf16, fp32 "
+             "elsewhere). Weights and exports stay fp32.")], "auto"),
+    "cuda_graphs": (Annotated[bool, typer.Option(
+        help="On CUDA, replay the training step as a captured CUDA graph (--no-cuda-graphs: eager).")], True),
 }
 STUDY_OPTIONS: dict[str, Option] = {
-    "study_name": (Annotated[str, typer.Option("--study-name", help="Name of the study inside the storage.")], "nas20k"),
-    "storage": (Annotated[str | None, typer.Option(show_default=False, help="Optuna storage URL: sqlite:///studies/x.db or "
-                                                   "postgresql://user:pw@host/db  [default: sqlite:///studies/<study-name>.db]")], None),
+    "study_name": (Annotated[str, typer.Option("--study-name",
+                                               help="Name of the study inside the storage.")], "nas20k"),
+    "storage": (Annotated[str | None, typer.Option(
+        show_default=False, help="Optuna storage URL: sqlite:///studies/x.db or postgresql://user:pw@host/db  "
+                                 "[default: sqlite:///studies/<study-name>.db]")], None),
 }
 RUN_OPTIONS: dict[str, Option] = {
     **STUDY_OPTIONS,
-    "artifacts": (Annotated[Path | None, typer.Option(show_default=False, help="Folder for trial weights (share it between machines)  "
-                                                      "[default: <study-name>-artifacts next to the SQLite file]")], None),
-    "jobs": (Annotated[int | None, typer.Option(show_default=False, help="Trials trained at once. Default: one per CPU core (one thread "
-                                                "each), or 8 per GPU; docs/design.md says why.")], None),
+    "artifacts": (Annotated[Path | None, typer.Option(
+        show_default=False, help="Folder for trial weights (share it between machines)  "
+                                 "[default: <study-name>-artifacts next to the SQLite file]")], None),
+    "jobs": (Annotated[int | None, typer.Option(
+        show_default=False, help="Trials trained at once. Default: one per CPU core (one thread each), or 8 per GPU; "
+                                 "docs/design.md says why.")], None),
     **DEVICE_OPTIONS,
-    "heartbeat": (Annotated[int, typer.Option(help="Seconds between worker heartbeats; a worker silent for twice this is declared "
-                                                   "dead and its trial retried.")], 30),
-    "storage_patience": (Annotated[float, typer.Option(help="Seconds to wait out a storage outage (database restart, lost "
-                                                            "connection) before giving up.")], 120.0),
+    "heartbeat": (Annotated[int, typer.Option(
+        help="Seconds between worker heartbeats; a worker silent for twice this is declared dead and its trial "
+             "retried.")], 30),
+    "storage_patience": (Annotated[float, typer.Option(
+        help="Seconds to wait out a storage outage (database restart, lost connection) before giving up.")], 120.0),
     **DATA_OPTIONS,
     "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")], False),
 }
-PRUNER_HELP = f"Early stopping of weak trials on validation accuracy: {', '.join(PRUNERS)} (asha: successive halving at epochs 1, 3, 9)."
+PRUNER_HELP = (f"Early stopping of weak trials on validation accuracy: {', '.join(PRUNERS)} "
+               "(asha: successive halving at epochs 1, 3, 9).")
 
 
 def recipe_options() -> dict[str, Option]:
     """One flag per recipe field: --epochs, --batch-size, ..., --nesterov/--no-nesterov."""
-    return {f.name: (Annotated[type(f.default), typer.Option(help=f.metadata["help"])], f.default) for f in fields(TrainConfig)}
+    return {f.name: (Annotated[type(f.default), typer.Option(help=f.metadata["help"])], f.default)
+            for f in fields(TrainConfig)}
 
 
 def add_options(group: dict[str, Option], into: str) -> Callable[[Callable], Callable]:
@@ -69,8 +80,10 @@ def add_options(group: dict[str, Option], into: str) -> Callable[[Callable], Cal
 
     def decorate(command: Callable) -> Callable:
         sig = inspect.signature(command)
-        hints = typing.get_type_hints(command, include_extras=True)  # the command's own annotations, resolved where it lives
-        kept = [p.replace(annotation=hints.get(name, p.annotation)) for name, p in sig.parameters.items() if name != into]
+        # the command's own annotations, resolved where it lives
+        hints = typing.get_type_hints(command, include_extras=True)
+        kept = [p.replace(annotation=hints.get(name, p.annotation))
+                for name, p in sig.parameters.items() if name != into]
         added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
                  for name, (annotation, default) in group.items()]
 
@@ -79,7 +92,8 @@ def add_options(group: dict[str, Option], into: str) -> Callable[[Callable], Cal
             return command(**kwargs, **{into: collected})
 
         run.__name__, run.__doc__ = command.__name__, command.__doc__
-        run.__signature__ = sig.replace(parameters=[*(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in kept), *added])
+        run.__signature__ = sig.replace(
+            parameters=[*(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in kept), *added])
         run.__annotations__ = {p.name: p.annotation for p in run.__signature__.parameters.values()}
         return run
 

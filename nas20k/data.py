@@ -6,6 +6,7 @@ overhead; one `affine_grid`/`grid_sample` call augments a whole batch (airbench'
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Iterator
@@ -14,8 +15,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
-from torchvision.datasets.utils import calculate_md5
 
 from nas20k.errors import UserError
 
@@ -63,17 +62,21 @@ def check_files(root: Path, download: bool = False) -> None:
     raw = root / "MNIST" / "raw"
     missing = [name for name in RAW_MD5 if not (raw / name).is_file()]
     if missing and download:
+        import torchvision  # only here and to read the files: it takes seconds to import
+
         try:
             for train in (True, False):
                 torchvision.datasets.MNIST(str(root), train=train, download=True)
         except Exception as e:  # urllib/HTTP/OS errors: all mean "could not fetch"
-            raise DataError(f"MNIST is missing from {raw} and the download failed ({e.__class__.__name__}); {FIX}") from e
+            raise DataError(f"MNIST is missing from {raw} and the download failed ({e.__class__.__name__}); "
+                            f"{FIX}") from e
         missing = [name for name in RAW_MD5 if not (raw / name).is_file()]
     if missing:
         raise DataError(f"MNIST file missing: {raw / missing[0]}; {FIX}")
     for name, md5 in RAW_MD5.items():
-        if calculate_md5(str(raw / name)) != md5:
-            raise DataError(f"MNIST file is corrupt (md5 mismatch): {raw / name}; delete it and download again, or {FIX}")
+        if hashlib.md5((raw / name).read_bytes()).hexdigest() != md5:
+            raise DataError(f"MNIST file is corrupt (md5 mismatch): {raw / name}; delete it and download again, "
+                            f"or {FIX}")
 
 
 def _split(images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> Split:
@@ -100,6 +103,8 @@ def load_mnist(
     root = Path(root) if root is not None else default_data_dir()
     check_files(root, download)
     device = torch.device(device)
+    import torchvision
+
     train = torchvision.datasets.MNIST(str(root), train=True, download=False)
     test = torchvision.datasets.MNIST(str(root), train=False, download=False)
     if not 0 < val_size < len(train.targets):
@@ -116,7 +121,8 @@ def load_mnist(
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
-    """Index batches over `n` items: a seeded permutation (full batches only) when a generator is given, else in order."""
+    """Index batches over `n` items: a seeded permutation (full batches only) when a generator is given, else in
+    order."""
     if generator is None:
         yield from torch.arange(n).split(batch_size)
         return
@@ -125,7 +131,8 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -
         yield perm[i : i + batch_size]
 
 
-def augment(x: torch.Tensor, degrees: float, translate: float, generator: torch.Generator, scale: float = 0.0) -> torch.Tensor:
+def augment(x: torch.Tensor, degrees: float, translate: float, generator: torch.Generator,
+            scale: float = 0.0) -> torch.Tensor:
     """Rotate by U(-degrees, degrees), shift by U(-translate, translate) pixels and (with `scale` > 0) zoom by a
     factor in U(1 - scale, 1 + scale), per sample, in one call. Without `scale` it draws exactly what it drew
     before `scale` existed, so older recipes replay bit for bit."""

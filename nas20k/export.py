@@ -42,9 +42,11 @@ def load_model(r: TrialRecord, artifacts: Path) -> torch.nn.Module:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "weights.pt"
         try:
-            download_artifact(artifact_store=FileSystemArtifactStore(str(artifacts)), file_path=str(path), artifact_id=r.weights)
+            download_artifact(artifact_store=FileSystemArtifactStore(str(artifacts)), file_path=str(path),
+                              artifact_id=r.weights)
         except Exception as e:
-            raise ExportError(f"weights of trial {r.number} not found in {artifacts} ({e.__class__.__name__}); pass --artifacts where the search kept them") from e
+            raise ExportError(f"weights of trial {r.number} not found in {artifacts} ({e.__class__.__name__}); "
+                              "pass --artifacts where the search kept them") from e
         model.load_state_dict(torch.load(path, weights_only=True))
     return model.eval()
 
@@ -64,7 +66,8 @@ def metrics(study: str, storage: str, r: TrialRecord, meta: StudyMeta) -> dict:
         "sd_val_score": r.sd_val(),
         "mean_test_acc_last3": r.mean_test_last3(),
         "n_seeds": r.n_seeds,
-        "seeds": [{"seed": s.seed, "val_score": s.val_score, "test_acc_last3": s.test_acc_last3, "run": s.source} for s in r.seeds],
+        "seeds": [{"seed": s.seed, "val_score": s.val_score, "test_acc_last3": s.test_acc_last3, "run": s.source}
+                  for s in r.seeds],
         "seconds": r.seconds,
         "mean": MEAN,
         "std": STD,
@@ -75,7 +78,8 @@ def metrics(study: str, storage: str, r: TrialRecord, meta: StudyMeta) -> dict:
     }
 
 
-def export(study: str, storage: str, r: TrialRecord, meta: StudyMeta, artifacts: Path, out: Path, force: bool = False) -> list[Path]:
+def export(study: str, storage: str, r: TrialRecord, meta: StudyMeta, artifacts: Path, out: Path,
+           force: bool = False) -> list[Path]:
     """Write model.pt2 (torch.export, dynamic batch), model.pt, spec.json, metrics.json, summary.txt, history.csv
     (and model.onnx when onnx is installed) into `out`; returns the files written. `storage` (password-free) names
     where the study lives, so a later export of the same study may replace this one and nothing else."""
@@ -109,4 +113,5 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> N
         import onnxscript  # noqa: F401
     except ImportError:
         return
-    torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=False, verbose=False)
+    torch.onnx.export(model, (example,), str(path), dynamo=True,
+                      dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=False, verbose=False)

@@ -161,20 +161,25 @@ def _check_fields(spec: ArchSpec) -> None:
     if not spec.blocks or not all(spec.blocks) or not all(ints(b, 1) for b in spec.blocks):
         raise SpecError(f"blocks must be non-empty lists of positive conv widths, got {list(map(list, spec.blocks))}")
     if len(spec.transitions) != len(spec.blocks) - 1 or not ints(spec.transitions, 0):
-        raise SpecError(f"need {len(spec.blocks) - 1} transition width(s) >= 0 (0: max-pool only), one between each pair of blocks, got {list(spec.transitions)}")
+        raise SpecError(f"need {len(spec.blocks) - 1} transition width(s) >= 0 (0: max-pool only), one between each "
+                        f"pair of blocks, got {list(spec.transitions)}")
     if len(spec.padding) != len(spec.blocks) or not all(p in (0, 1) for p in spec.padding):
-        raise SpecError(f"padding must list 0 or 1 for each of the {len(spec.blocks)} blocks (or be empty), got {list(spec.padding)}")
+        raise SpecError(f"padding must list 0 or 1 for each of the {len(spec.blocks)} blocks (or be empty), "
+                        f"got {list(spec.padding)}")
     if spec.head not in HEADS:
         raise SpecError(f"head must be one of {', '.join(HEADS)}, got {spec.head!r}")
     if spec.head == "direct" and spec.blocks[-1][-1] != spec.num_classes:
-        raise SpecError(f"head 'direct' pools the last conv into the logits: its width must be {spec.num_classes}, got {spec.blocks[-1][-1]}")
+        raise SpecError(f"head 'direct' pools the last conv into the logits: its width must be {spec.num_classes}, "
+                        f"got {spec.blocks[-1][-1]}")
     if not isinstance(spec.bias, bool) or not isinstance(spec.squeeze_bn, bool):
         raise SpecError("bias and squeeze_bn must be true or false")
     if not isinstance(spec.dropout, (int, float)) or not 0 <= spec.dropout < 1:
         raise SpecError(f"dropout must be in [0, 1), got {spec.dropout!r}")
     n_convs = sum(map(len, spec.blocks))
-    if not all(isinstance(i, int) and 0 <= i < n_convs for i in spec.dropout_after) or len(set(spec.dropout_after)) != len(spec.dropout_after):
-        raise SpecError(f"dropout_after must list distinct conv indices in 0..{n_convs - 1}, got {list(spec.dropout_after)}")
+    if (not all(isinstance(i, int) and 0 <= i < n_convs for i in spec.dropout_after)
+            or len(set(spec.dropout_after)) != len(spec.dropout_after)):
+        raise SpecError(f"dropout_after must list distinct conv indices in 0..{n_convs - 1}, "
+                        f"got {list(spec.dropout_after)}")
     if not ints((spec.in_channels, spec.image_size, spec.num_classes), 1):
         raise SpecError("in_channels, image_size and num_classes must be positive integers")
 
@@ -189,10 +194,12 @@ def plan(spec: ArchSpec) -> list[Layer]:
         pad = spec.padding[b - 1]
         for j, width in enumerate(widths, start=1):
             if size + 2 * pad < 3:
-                raise SpecError(f"spec does not fit a {spec.image_size}x{spec.image_size} image: conv {j} of block {b} gets {size}x{size} input, needs at least {3 - 2 * pad}x{3 - 2 * pad}")
+                raise SpecError(f"spec does not fit a {spec.image_size}x{spec.image_size} image: conv {j} of block {b} "
+                                f"gets {size}x{size} input, needs at least {3 - 2 * pad}x{3 - 2 * pad}")
             size += 2 * pad - 2
             name = f"b{b}c{j}"
-            layers += [Layer(name, "conv3", c, width, size, bias=spec.bias, pad=pad), Layer(f"{name}_bn", "bn", width, width, size)]
+            layers += [Layer(name, "conv3", c, width, size, bias=spec.bias, pad=pad),
+                       Layer(f"{name}_bn", "bn", width, width, size)]
             if not (spec.head == "direct" and conv == last):  # the logits themselves: no ReLU, no Dropout
                 layers.append(Layer(f"{name}_relu", "relu", width, width, size))
                 if conv in spec.dropout_after and spec.dropout > 0:
@@ -200,7 +207,8 @@ def plan(spec: ArchSpec) -> list[Layer]:
             c, conv = width, conv + 1
         if b < len(spec.blocks):
             if size < 2:
-                raise SpecError(f"spec does not fit a {spec.image_size}x{spec.image_size} image: transition {b} gets {size}x{size} input, needs at least 2x2 to pool")
+                raise SpecError(f"spec does not fit a {spec.image_size}x{spec.image_size} image: transition {b} gets "
+                                f"{size}x{size} input, needs at least 2x2 to pool")
             if width := spec.transitions[b - 1]:
                 layers += _squeeze(f"t{b}", c, width, size, spec.squeeze_bn, relu=True)
                 c = width
@@ -223,13 +231,15 @@ def _squeeze(name: str, c_in: int, c_out: int, size: int, with_bn: bool, relu: b
     """A 1x1 conv: with a bias and nothing after it, or bias-free followed by BatchNorm (and ReLU)."""
     if not with_bn:
         return [Layer(f"{name}_conv", "conv1", c_in, c_out, size)]
-    layers = [Layer(f"{name}_conv", "conv1", c_in, c_out, size, bias=False), Layer(f"{name}_bn", "bn", c_out, c_out, size)]
+    layers = [Layer(f"{name}_conv", "conv1", c_in, c_out, size, bias=False),
+              Layer(f"{name}_bn", "bn", c_out, c_out, size)]
     return layers + [Layer(f"{name}_relu", "relu", c_out, c_out, size)] if relu else layers
 
 
 def summary(spec: ArchSpec) -> str:
     """A torchsummary-style table (layer, output shape, params) with totals, as plain text."""
-    rows = [(f"{layer.module().__class__.__name__}-{i}", str([-1, *layer.shape]), f"{layer.params:,}") for i, layer in enumerate(plan(spec), 1)]
+    rows = [(f"{layer.module().__class__.__name__}-{i}", str([-1, *layer.shape]), f"{layer.params:,}")
+            for i, layer in enumerate(plan(spec), 1)]
     header, rule = f"{'Layer (type)':>22}  {'Output Shape':>22}  {'Param #':>10}", "-" * 58
     lines = [rule, header, "=" * 58, *(f"{a:>22}  {b:>22}  {c:>10}" for a, b, c in rows), "=" * 58]
     lines += [f"Total params: {spec.num_params():,}", f"Forward MACs per image: {spec.macs():,}", rule]
@@ -240,7 +250,8 @@ PRESETS: dict[str, ArchSpec] = {
     # The hand-tuned reference: 17,666 parameters.
     "seed": ArchSpec(blocks=((8, 16, 32), (16, 16)), transitions=(8,), head="fc", dropout=0.1, dropout_after=(2,)),
     # A cheap GAP net in the style of public < 10k results: downsample early, widen after the pool.
-    "small": ArchSpec(blocks=((8, 16), (16, 16, 16, 16)), transitions=(8,), head="gap", dropout=0.05, dropout_after=(0, 1, 2, 3, 4)),
+    "small": ArchSpec(blocks=((8, 16), (16, 16, 16, 16)), transitions=(8,), head="gap", dropout=0.05,
+                      dropout_after=(0, 1, 2, 3, 4)),
     # firekind/ERA4 session-6/src/session_6/model_4.py (6,174 params in torch, here too). Theirs: conv -> ReLU -> BN,
     # max-pool then Dropout, a last Dropout after the GAP. Here: conv -> BN -> ReLU, Dropout before the pool, none
     # after the GAP, and the last conv's ReLU dropped (its BN output is the logits). Same parameters and MACs.
@@ -280,7 +291,8 @@ def scaled(spec: ArchSpec, max_params: int) -> ArchSpec | None:
         def w(x: int) -> int:
             return max(4, 2 * round(x * pct / 200))
 
-        blocks = tuple(tuple(x if spec.head == "direct" and (b, j) == logits else w(x) for j, x in enumerate(ws)) for b, ws in enumerate(spec.blocks))
+        blocks = tuple(tuple(x if spec.head == "direct" and (b, j) == logits else w(x) for j, x in enumerate(ws))
+                       for b, ws in enumerate(spec.blocks))
         return replace(spec, blocks=blocks, transitions=tuple(w(t) if t else 0 for t in spec.transitions))
 
     return next((s for s in map(at, range(100, 9, -1)) if s.num_params() < max_params), None)

@@ -16,7 +16,8 @@ def _momentum(group: dict) -> float:
     return group["betas"][0] if "betas" in group else group["momentum"]
 
 
-def _tensor_update(opt: torch.optim.Optimizer, lr: torch.Tensor, mom: torch.Tensor) -> tuple[Callable[[], None], list[torch.Tensor]]:
+def _tensor_update(opt: torch.optim.Optimizer, lr: torch.Tensor,
+                   mom: torch.Tensor) -> tuple[Callable[[], None], list[torch.Tensor]]:
     """`opt.step()` for its one param group, written with foreach ops that read the learning rate and the momentum
     (SGD) / beta1 (Adam) from the 0-d device tensors `lr` and `mom`, so a CUDA graph can capture it.
 
@@ -70,8 +71,8 @@ def _tensor_update(opt: torch.optim.Optimizer, lr: torch.Tensor, mom: torch.Tens
 WARMUP_STEPS = 3  # steps run on a side stream before capture, as torch's CUDA graphs recipe does (cuDNN/cuBLAS set-up)
 
 
-def graphed_step(model: nn.Module, opt: torch.optim.Optimizer, loss: Callable[[torch.Tensor], torch.Tensor], batch_size: int,
-                 gen: torch.Generator) -> Callable[[torch.Tensor], None]:
+def graphed_step(model: nn.Module, opt: torch.optim.Optimizer, loss: Callable[[torch.Tensor], torch.Tensor],
+                 batch_size: int, gen: torch.Generator) -> Callable[[torch.Tensor], None]:
     """`loss(idx)` (the batch's loss, adding to the epoch's sums), its backward and the optimizer update, captured
     once as a CUDA graph; returns the step that replays it for a batch of indices.
 
@@ -98,11 +99,12 @@ def graphed_step(model: nn.Module, opt: torch.optim.Optimizer, loss: Callable[[t
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.device(device), torch.cuda.stream(side):  # a study worker may train on cuda:1 while cuda:0 is current
+    # a study worker may train on cuda:1 while cuda:0 is current
+    with torch.cuda.device(device), torch.cuda.stream(side):
         for _ in range(WARMUP_STEPS):
             model.zero_grad(set_to_none=True)
             body()
-        for g, state in zip(gens, rng):
+        for g, state in zip(gens, rng, strict=True):
             g.set_state(state)  # host-side offsets: capture does not advance them, each replay does
         model.zero_grad(set_to_none=True)  # so the captured backward writes fresh gradients instead of accumulating
         graph.register_generator_state(gen)
@@ -110,7 +112,7 @@ def graphed_step(model: nn.Module, opt: torch.optim.Optimizer, loss: Callable[[t
             body()
     torch.cuda.current_stream(device).wait_stream(side)
     with torch.no_grad():
-        for t, s in zip(model.state_dict().values(), saved):
+        for t, s in zip(model.state_dict().values(), saved, strict=True):
             t.copy_(s)
         for t in opt_state:
             t.zero_()

@@ -70,7 +70,8 @@ def checklist(facts: Facts, test_acc: float | None, budget: Budget, test_label: 
         (f"epochs <= {budget.max_epochs} ({facts.epochs})", facts.epochs <= budget.max_epochs),
         ("BatchNorm used", facts.batchnorm),
         (f"Dropout used (p={facts.dropout:.3g})", facts.dropout > 0),
-        (f"GAP or FC head ({facts.head})", True),  # every head the factory builds ends in a global average pool or a linear layer
+        # every head the factory builds ends in a global average pool or a linear layer
+        (f"GAP or FC head ({facts.head})", True),
         (f"{test_label} >= {TARGET_ACC:.1%} ({acc}{', unconfirmed: 1 seed' if unconfirmed else ''})",
          None if unconfirmed else test_acc is not None and test_acc >= TARGET_ACC),
     ]

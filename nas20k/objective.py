@@ -48,8 +48,9 @@ def run_candidate(trial: optuna.Trial, candidate: Candidate, data: Mnist, runtim
         write(trial, status=status, reason=reason, seconds=round(time.perf_counter() - start, 1), **attrs)
 
     def on_epoch(stats: EpochStats) -> None:
-        # `at` (wall clock when the epoch ended) lets readers place epochs in time: progress lines, benchmarks/pruners.py
-        history.append({**{k: v if v is None else round(v, 6) for k, v in asdict(stats).items()}, "at": round(time.time(), 1)})
+        # `at`: wall clock at the epoch's end, so readers (progress lines, benchmarks/pruners.py) place epochs in time
+        history.append({**{k: v if v is None else round(v, 6) for k, v in asdict(stats).items()},
+                        "at": round(time.time(), 1)})
         write(trial, history=history)
         if stats.val_acc is None:
             return
@@ -64,7 +65,8 @@ def run_candidate(trial: optuna.Trial, candidate: Candidate, data: Mnist, runtim
         write(trial, status="training", history=[])
         epochs = candidate.train.epochs
         evaluated = {*pruner_epochs, *range(epochs - SCORE_EPOCHS + 1, epochs + 1)}
-        result = train(candidate.spec, candidate.train, data, on_epoch, runtime=runtime, test_last=SCORE_EPOCHS, eval_epochs=evaluated)
+        result = train(candidate.spec, candidate.train, data, on_epoch, runtime=runtime, test_last=SCORE_EPOCHS,
+                       eval_epochs=evaluated)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM turned into one by the worker: say so, then let Optuna fail it
         finish("interrupted", f"interrupted by {signal_name(e)} in epoch {len(history) + 1}; the next run retrains it")
         raise
@@ -91,15 +93,17 @@ class Objective:
     """One search trial: sample, gate on the parameter budget at zero cost, train, return the goal's value."""
 
     def __init__(self, data: Mnist, budget: Budget, store: optuna.artifacts.FileSystemArtifactStore, *,
-                 goal: Goal = Goal(), runtime: Runtime = Runtime(), seed: int = 0, pruner_epochs: Collection[int] = ()) -> None:
-        self.data, self.budget, self.store, self.goal, self.runtime, self.seed = data, budget, store, goal, runtime, seed
-        self.pruner_epochs = pruner_epochs
+                 goal: Goal = Goal(), runtime: Runtime = Runtime(), seed: int = 0,
+                 pruner_epochs: Collection[int] = ()) -> None:
+        self.data, self.budget, self.store, self.goal = data, budget, store, goal
+        self.runtime, self.seed, self.pruner_epochs = runtime, seed, pruner_epochs
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
             candidate = suggest(trial, self.budget.max_epochs, self.seed)
         except KeyboardInterrupt as e:  # TPE's sampling takes a while in a long study: a signal may land there
-            write(trial, status="interrupted", reason=f"interrupted by {signal_name(e)} while sampling, before training; nothing to retrain")
+            write(trial, status="interrupted",
+                  reason=f"interrupted by {signal_name(e)} while sampling, before training; nothing to retrain")
             raise
         write(trial, candidate=candidate.to_dict(), worker=worker_name())
         try:
@@ -108,11 +112,13 @@ class Objective:
             self._reject(trial, str(e), violation=self.budget.max_params)
         write(trial, params=params, macs=candidate.spec.macs())
         if params >= self.budget.max_params:
-            self._reject(trial, f"over budget: {params:,} params >= {self.budget.max_params:,}", violation=params - self.budget.max_params + 1)
+            self._reject(trial, f"over budget: {params:,} params >= {self.budget.max_params:,}",
+                         violation=params - self.budget.max_params + 1)
         trial.set_constraint("over_budget", 0)
         # A warm-start design carries its own first pruning epoch (space.warm_start: the lead design never, the rest
         # from the second rung): judged at epoch 1 it would lose to whichever trial reported first (a fast Adam start).
-        score = run_candidate(trial, candidate, self.data, self.runtime, self.store, prune_from(trial), self.pruner_epochs)
+        score = run_candidate(trial, candidate, self.data, self.runtime, self.store, prune_from(trial),
+                              self.pruner_epochs)
         return self.goal.value(score, params, self.budget)
 
     def _reject(self, trial: optuna.Trial, reason: str, violation: float) -> None:

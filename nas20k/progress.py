@@ -54,7 +54,8 @@ def estimate(recs: list[TrialRecord], plan: Plan) -> tuple[float, float] | None:
     if not epoch_seconds:
         return None
     sampled = [r.epochs for r in recs if r.trained and not r.warm_start]
-    per_trial = _mean_se(sampled) if len(sampled) >= MIN_FINISHED else (prior_epochs(plan.max_epochs), prior_epochs(plan.max_epochs) / 3)
+    per_trial = (_mean_se(sampled) if len(sampled) >= MIN_FINISHED
+                 else (prior_epochs(plan.max_epochs), prior_epochs(plan.max_epochs) / 3))
     sec = _mean_se(epoch_seconds[-50:])
     running = [r for r in recs if r.status == "running"]
     waiting = [r for r in recs if r.status == "waiting"]
@@ -63,11 +64,13 @@ def estimate(recs: list[TrialRecord], plan: Plan) -> tuple[float, float] | None:
     def seconds(epochs_per_trial: float, sec_per_epoch: float) -> float:
         unpruned = [r for r in running + waiting if r.warm_start and r.prune_from is None]
         left = sum(plan.max_epochs - r.epochs for r in unpruned)
-        left += sum(max(1.0, min(plan.max_epochs, epochs_per_trial) - r.epochs) for r in running + waiting if r not in unpruned)
+        left += sum(max(1.0, min(plan.max_epochs, epochs_per_trial) - r.epochs)
+                    for r in running + waiting if r not in unpruned)
         left += to_sample * epochs_per_trial + plan.confirm_runs * plan.max_epochs
         return left * sec_per_epoch / max(1, plan.workers)
 
-    return (seconds(max(1.0, per_trial[0] - per_trial[1]), sec[0] - sec[1]), seconds(per_trial[0] + per_trial[1], sec[0] + sec[1]))
+    return (seconds(max(1.0, per_trial[0] - per_trial[1]), sec[0] - sec[1]),
+            seconds(per_trial[0] + per_trial[1], sec[0] + sec[1]))
 
 
 def minutes(seconds: float) -> str:
@@ -90,7 +93,8 @@ def running_text(recs: list[TrialRecord], max_epochs: int) -> str:
         if r.status != "running" or r.candidate is None:
             continue
         vals = [h["val_acc"] for h in r.history if h.get("val_acc") is not None]
-        parts.append(f"#{r.number} ep {min(r.epochs + 1, max_epochs)}/{max_epochs}" + (f" val {vals[-1]:.1%}" if vals else ""))
+        parts.append(f"#{r.number} ep {min(r.epochs + 1, max_epochs)}/{max_epochs}"
+                     + (f" val {vals[-1]:.1%}" if vals else ""))
     return "  ".join(parts)
 
 
@@ -98,7 +102,8 @@ def first_result_text(recs: list[TrialRecord], max_epochs: int, seconds_per_epoc
     """When the first score should arrive: the first queued design trains its epochs at the probed speed."""
     first = next((r for r in recs if r.status in ("waiting", "running")), None)
     epochs = max_epochs if first is not None and first.warm_start and first.prune_from is None else 3
-    return f"first score expected in ~{minutes(epochs * seconds_per_epoch)} ({epochs} epochs at ~{seconds_per_epoch:.0f} s/epoch)"
+    return (f"first score expected in ~{minutes(epochs * seconds_per_epoch)} "
+            f"({epochs} epochs at ~{seconds_per_epoch:.0f} s/epoch)")
 
 
 def _pct(x: float | None) -> str:

@@ -7,8 +7,10 @@ the CLI can build its flags without importing torch.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 from nas20k.errors import UserError
 from nas20k.mission import MAX_EPOCHS
@@ -36,17 +38,20 @@ class TrainConfig:
     momentum: float = _f(0.9, "SGD momentum.", "momentum (SGD only)")
     nesterov: bool = _f(True, "Nesterov momentum (SGD).", "Nesterov momentum (SGD only)")
     weight_decay: float = _f(5e-4, "Weight decay.", "weight decay")
-    schedule: str = _f("onecycle", f"LR schedule: {', '.join(SCHEDULES)} (step: x0.1 once, after drop_at of the epochs).",
-                       "learning-rate schedule")
-    drop_at: float = _f(0.5, "Step schedule: the rate drops 10x after this fraction of the epochs.", "step schedule: drop 10x at fraction of epochs")
+    schedule: str = _f("onecycle", f"LR schedule: {', '.join(SCHEDULES)} (step: x0.1 once, after drop_at of the "
+                                   "epochs).", "learning-rate schedule")
+    drop_at: float = _f(0.5, "Step schedule: the rate drops 10x after this fraction of the epochs.",
+                        "step schedule: drop 10x at fraction of epochs")
     label_smoothing: float = _f(0.0, "Label smoothing.", "label smoothing")
     rotate: float = _f(10.0, "Random rotation, +- degrees.", "augmentation: rotation, ± degrees")
     translate: float = _f(1.0, "Random shift, +- pixels.", "augmentation: shift, ± pixels")
     scale: float = _f(0.0, "Random zoom, +- this fraction (0.1: 0.9x to 1.1x).", "augmentation: zoom, ± fraction")
-    recalibrate_bn: bool = _f(True, "Before each evaluation, recompute BatchNorm's statistics on 10,000 clean training images "
-                                    "with Dropout off (what test time sees).", "BatchNorm statistics from clean images before each evaluation")
-    ema: float = _f(0.0, "Decay of an exponential moving average of the weights, updated every step; the average is what is "
-                         "evaluated, scored and exported (0: off).", "EMA of the weights: decay per step (0: off)")
+    recalibrate_bn: bool = _f(True, "Before each evaluation, recompute BatchNorm's statistics on 10,000 clean training "
+                                    "images with Dropout off (what test time sees).",
+                              "BatchNorm statistics from clean images before each evaluation")
+    ema: float = _f(0.0, "Decay of an exponential moving average of the weights, updated every step; the average is "
+                         "what is evaluated, scored and exported (0: off).",
+                    "EMA of the weights: decay per step (0: off)")
     seed: int = _f(0, "Seed for init, batch order and augmentation.", "training seed")
 
     def validate(self) -> TrainConfig:
@@ -57,9 +62,11 @@ class TrainConfig:
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (math.isfinite(self.lr) and self.lr > 0, f"learning rate must be a finite number > 0, got {self.lr}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (math.isfinite(self.weight_decay) and self.weight_decay >= 0, f"weight decay must be a finite number >= 0, got {self.weight_decay}"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"weight decay must be a finite number >= 0, got {self.weight_decay}"),
             (0 <= self.rotate <= 180, f"rotate must be between 0 and 180 degrees, got {self.rotate}"),
-            (math.isfinite(self.translate) and self.translate >= 0, f"translate must be a finite number of pixels >= 0, got {self.translate}"),
+            (math.isfinite(self.translate) and self.translate >= 0,
+             f"translate must be a finite number of pixels >= 0, got {self.translate}"),
             (0 < self.drop_at < 1, f"drop_at must be in (0, 1), got {self.drop_at}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.ema < 1, f"ema must be a decay in [0, 1) (0: off), got {self.ema}"),
@@ -83,6 +90,17 @@ class TrainConfig:
         # A recipe recorded before `recalibrate_bn` existed was trained and scored without it: re-running it (a confirm
         # seed of an older study, `nas20k train --recipe` of an older export) must do the same. `ema` defaults to off.
         return cls(**{"recalibrate_bn": False, **d})
+
+
+def load_recipe(path: Path) -> TrainConfig:
+    """A TrainConfig from JSON: either the config itself or a metrics.json holding it under "train"."""
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"recipe file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"recipe is not valid JSON: {path}: {e}") from None
+    return TrainConfig.from_dict(d.get("train", d) if isinstance(d, dict) else d)
 
 
 def labels() -> dict[str, str]:

@@ -39,8 +39,8 @@ class StudyMeta:
     @classmethod
     def of(cls, study: optuna.Study) -> StudyMeta:
         a = study.user_attrs
-        return cls(Budget(**a.get("budget", {})), Goal(**a.get("goal", {})), a.get("warm_started"), a.get("trials_target", 0),
-                   a.get("runtime", []))
+        return cls(Budget(**a.get("budget", {})), Goal(**a.get("goal", {})), a.get("warm_started"),
+                   a.get("trials_target", 0), a.get("runtime", []))
 
     def save(self, study: optuna.Study) -> None:
         for key, value in asdict(self).items():
@@ -166,7 +166,8 @@ def search_records(study: optuna.Study) -> list[TrialRecord]:
     """Every trial of a search as a record, completed ones with their seed runs (from the confirm study)."""
     confirm_name = study.study_name + CONFIRM_SUFFIX
     storage = storage_of(study)
-    confirm = optuna.load_study(study_name=confirm_name, storage=storage).get_trials(deepcopy=False) if confirm_name in optuna.get_all_study_names(storage) else []
+    confirm = (optuna.load_study(study_name=confirm_name, storage=storage).get_trials(deepcopy=False)
+               if confirm_name in optuna.get_all_study_names(storage) else [])
     return attach_confirmations(records(study.get_trials(deepcopy=False)), records(confirm))
 
 
@@ -179,7 +180,8 @@ def attach_confirmations(search: list[TrialRecord], confirm: list[TrialRecord]) 
     by_trial: dict[int, list[SeedRun]] = {}
     for c in confirm:
         if c.status == "complete" and c.confirms is not None and c.val_score is not None and c.seed is not None:
-            by_trial.setdefault(c.confirms, []).append(SeedRun(c.seed, c.val_score, c.test_acc_last3, c.number, confirm=True))
+            by_trial.setdefault(c.confirms, []).append(
+                SeedRun(c.seed, c.val_score, c.test_acc_last3, c.number, confirm=True))
     for r in search:
         own = r.own_run
         if own is None:

@@ -14,8 +14,9 @@ from nas20k.record import SCORE_EPOCHS, StudyMeta, TrialRecord
 
 CONFIRMED = 2  # seeds a candidate needs before its mean counts as confirmed (`best --smallest`, the checklist)
 COLUMNS = [
-    "trial", "status", "params", "epochs", "val_score", "seeds", "mean_val", "sd_val", "test_acc", "test_last3", "last_val",
-    "seconds", "macs", "blocks", "transitions", "head", "dropout", "optimizer", "lr", "batch_size", "schedule", "warm_start", "reason",
+    "trial", "status", "params", "epochs", "val_score", "seeds", "mean_val", "sd_val", "test_acc", "test_last3",
+    "last_val", "seconds", "macs", "blocks", "transitions", "head", "dropout", "optimizer", "lr", "batch_size",
+    "schedule", "warm_start", "reason",
 ]
 
 
@@ -34,13 +35,15 @@ def best_record(recs: list[TrialRecord], meta: StudyMeta, study_name: str) -> Tr
     """The completed trial with the highest mean val score (never test accuracy)."""
     best = ranked(recs, Goal(), meta.budget)
     if not best:
-        raise ExportError(f"study {study_name!r} has no completed trial yet; run `nas20k search` (or let it finish a trial) first")
+        raise ExportError(f"study {study_name!r} has no completed trial yet; "
+                          "run `nas20k search` (or let it finish a trial) first")
     return best[0]
 
 
 def smallest_record(recs: list[TrialRecord], meta: StudyMeta, study_name: str, target: float) -> TrialRecord:
     """The fewest-parameter trial whose confirmed (>= CONFIRMED seeds) mean val score reaches `target`."""
-    passing = [r for r in ranked(recs, Goal("smallest", target), meta.budget) if r.n_seeds >= CONFIRMED and r.mean_val() >= target]
+    passing = [r for r in ranked(recs, Goal("smallest", target), meta.budget)
+               if r.n_seeds >= CONFIRMED and r.mean_val() >= target]
     if not passing:
         raise ExportError(f"study {study_name!r} has no candidate with a confirmed mean val score >= {target:.2%} "
                           f"(>= {CONFIRMED} seeds); run `nas20k confirm` on it, or search longer")
@@ -62,7 +65,8 @@ def pareto_front(recs: list[TrialRecord]) -> list[TrialRecord]:
     best = -math.inf
     # Fewest parameters first, best score first among equals: a trial is dominated exactly when an
     # earlier one scored higher, or scored the same with fewer parameters.
-    for r in sorted((r for r in ranked(recs, Goal(), Budget()) if r.params is not None), key=lambda r: (r.params, -r.mean_val())):
+    for r in sorted((r for r in ranked(recs, Goal(), Budget()) if r.params is not None),
+                    key=lambda r: (r.params, -r.mean_val())):
         ties_last = bool(front) and (front[-1].params, front[-1].mean_val()) == (r.params, r.mean_val())
         if r.mean_val() > best or ties_last:
             front.append(r)
@@ -83,11 +87,13 @@ def trials_frame(recs: list[TrialRecord]) -> pd.DataFrame:
             "trial": r.number, "status": r.status, "params": r.params, "epochs": r.epochs, "val_score": r.val_score,
             "seeds": r.n_seeds or None, "mean_val": r.mean_val(), "sd_val": r.sd_val(), "test_acc": r.test_acc,
             "test_last3": r.mean_test_last3(), "last_val": r.last_val, "seconds": r.seconds, "macs": r.macs,
-            "blocks": _arch(spec.blocks) if spec else "", "transitions": "-".join(map(str, spec.transitions)) if spec else "",
+            "blocks": _arch(spec.blocks) if spec else "",
+            "transitions": "-".join(map(str, spec.transitions)) if spec else "",
             "head": spec.head if spec else None, "dropout": spec.dropout if spec else None,
             "optimizer": cfg.optimizer if cfg else None, "lr": cfg.lr if cfg else None,
             "batch_size": cfg.batch_size if cfg else None, "schedule": cfg.schedule if cfg else None,
             "warm_start": r.warm_start or "", "reason": r.reason,
         })
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    return frame.astype({"params": "Int64", "epochs": "Int64", "seeds": "Int64", "macs": "Int64", "batch_size": "Int64"})
+    return frame.astype({"params": "Int64", "epochs": "Int64", "seeds": "Int64", "macs": "Int64",
+                         "batch_size": "Int64"})

@@ -57,12 +57,14 @@ def pick_device(name: str = "auto") -> torch.device:
     if not m:
         raise DeviceError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
     if not torch.cuda.is_available():
-        raise DeviceError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}); use --device cpu")
+        raise DeviceError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}); "
+                          "use --device cpu")
     if m.group(1) is None:
         return torch.device("cuda")
     index = int(m.group(1))
     if index >= torch.cuda.device_count():
-        raise DeviceError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        raise DeviceError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return torch.device("cuda", index)
 
 
@@ -84,7 +86,8 @@ def pick_precision(name: str, device: torch.device) -> str:
     return name
 
 
-def resolve(device: str = "auto", precision: str = "auto", *, compile: bool = False, cuda_graphs: bool = True) -> Runtime:
+def resolve(device: str = "auto", precision: str = "auto", *, compile: bool = False,
+            cuda_graphs: bool = True) -> Runtime:
     """The runtime a command's flags ask for, with `auto` decided for this machine. channels_last goes with bf16
     on the CPU, where oneDNN's bf16 convolutions want NHWC; in fp32 it measured no faster (0.98-1.06x)."""
     dev = pick_device(device)

@@ -11,15 +11,15 @@ import platform
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from nas20k.data import check_limit
 from nas20k.errors import UserError
 from nas20k.mission import Budget, Goal
 from nas20k.pruners import DEFAULT_PRUNER, PRUNERS
 from nas20k.runtime import Runtime, pick_device, resolve
-from nas20k.storage import default_artifacts, default_storage
+
+if TYPE_CHECKING:  # torch, the data and the storage load when a run needs them: a bad flag is refused at once
+    import torch
 
 GPU_WORKERS = 8  # per GPU: the host work of one trial (sampling, capture, evaluation) leaves it idle between steps
 
@@ -31,13 +31,18 @@ def cpu_count() -> int:
 def default_jobs(device: torch.device) -> int:
     """One one-thread worker per CPU core (small nets scale better across processes than across threads,
     benchmarks/jobs.py); GPU_WORKERS per GPU on CUDA."""
+    import torch
+
     if device.type != "cuda":
         return cpu_count()
-    return GPU_WORKERS if device.index is not None else GPU_WORKERS * torch.cuda.device_count()  # cuda:N pins all to one GPU
+    # cuda:N pins all to one GPU
+    return GPU_WORKERS if device.index is not None else GPU_WORKERS * torch.cuda.device_count()
 
 
 def device_name(device: torch.device) -> str:
     """The GPU's or the CPU's model name, for the study's record of how it ran."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
@@ -71,10 +76,14 @@ class SearchSettings:
 
     @property
     def storage_url(self) -> str:
+        from nas20k.storage import default_storage
+
         return self.storage or default_storage(self.study_name)
 
     @property
     def artifacts_dir(self) -> Path:
+        from nas20k.storage import default_artifacts
+
         return Path(self.artifacts) if self.artifacts else default_artifacts(self.storage_url, self.study_name)
 
     @cached_property
@@ -92,6 +101,8 @@ class SearchSettings:
 
     def runtime(self, index: int = 0) -> Runtime:
         """Worker `index`'s runtime: `auto` resolved, and the GPUs dealt out when --device cuda names none."""
+        import torch
+
         device = self.torch_device
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", index % torch.cuda.device_count())
@@ -99,9 +110,12 @@ class SearchSettings:
 
     def describe(self) -> dict:
         """How this run executes, as the study records it (`StudyMeta.runtime`) and the header shows it."""
+        import torch
+
         rt = self.runtime()
-        return {"device": self.torch_device.type, "device_name": device_name(self.torch_device), "precision": rt.precision,
-                "channels_last": rt.channels_last, "cuda_graphs": rt.cuda_graphs and self.torch_device.type == "cuda",
+        return {"device": self.torch_device.type, "device_name": device_name(self.torch_device),
+                "precision": rt.precision, "channels_last": rt.channels_last,
+                "cuda_graphs": rt.cuda_graphs and self.torch_device.type == "cuda",
                 "workers": self.workers, "threads": self.threads, "torch": torch.__version__}
 
     def validate(self) -> SearchSettings:
@@ -115,7 +129,10 @@ class SearchSettings:
             raise UserError(f"--heartbeat must be >= 1 second, got {self.heartbeat}")
         if self.storage_patience < 0:
             raise UserError(f"--storage-patience must be >= 0 seconds, got {self.storage_patience}")
-        check_limit(self.limit)
+        if self.limit is not None:
+            from nas20k.data import check_limit
+
+            check_limit(self.limit)
         if self.artifacts_dir.exists() and not self.artifacts_dir.is_dir():
             raise UserError(f"--artifacts must be a folder, but {self.artifacts_dir} is a file")
         self.runtime()

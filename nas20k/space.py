@@ -45,7 +45,8 @@ class Candidate:
 
 def _dropout_convs(where: str, blocks: list[tuple[int, ...]]) -> tuple[int, ...]:
     ends = [sum(map(len, blocks[: b + 1])) - 1 for b in range(len(blocks))]
-    return {"between_blocks": tuple(ends[:-1]), "block_end": tuple(ends), "every_conv": tuple(range(ends[-1] + 1))}[where]
+    return {"between_blocks": tuple(ends[:-1]), "block_end": tuple(ends),
+            "every_conv": tuple(range(ends[-1] + 1))}[where]
 
 
 def suggest_spec(trial: optuna.Trial) -> ArchSpec:
@@ -56,7 +57,8 @@ def suggest_spec(trial: optuna.Trial) -> ArchSpec:
         padding.append(trial.suggest_categorical(f"b{b}_pad", [0, 1]))
         n = trial.suggest_int(f"b{b}_convs", *CONVS)
         w_lo, w_hi = WIDTHS[b]
-        widths = [trial.suggest_int(f"b{b}_w{j}", w_lo, w_hi, step=2) for j in range(1, n + (head != "direct" or b < n_blocks))]
+        widths = [trial.suggest_int(f"b{b}_w{j}", w_lo, w_hi, step=2)
+                  for j in range(1, n + (head != "direct" or b < n_blocks))]
         blocks.append(tuple(widths if len(widths) == n else [*widths, NUM_CLASSES]))
         if b < n_blocks:
             squeeze = trial.suggest_categorical(f"t{b}", ["pool", "squeeze"]) == "squeeze"
@@ -101,7 +103,8 @@ def suggest(trial: optuna.Trial, epochs: int, seed: int = 0) -> Candidate:
 
 
 def params_of(candidate: Candidate) -> dict:
-    """The trial parameters for which `suggest` returns `candidate` (raises ValueError if the space cannot express it)."""
+    """The trial parameters for which `suggest` returns `candidate` (raises ValueError if the space cannot express
+    it)."""
     spec, cfg = candidate.spec, candidate.train
     p: dict = {"head": spec.head, "blocks": len(spec.blocks)}
     for b, widths in enumerate(spec.blocks, start=1):
@@ -149,11 +152,12 @@ def warm_start(epochs: int, seed: int = 0, max_params: int | None = None) -> dic
     Changes from the published recipes: weight decay 1e-6 where they use none (the space's floor); nitinvig-7070
     gets Dropout 0.05 after its first block (Dropout is on the requirement list; it had none); public-3762's
     shift-scale-rotate and random crop become rotation, shift and zoom."""
-    step = {"schedule": "step", "drop_at": 2 / 3, "weight_decay": 1e-6, "epochs": epochs, "seed": seed, "label_smoothing": 0.0}
+    step = {"schedule": "step", "drop_at": 2 / 3, "weight_decay": 1e-6, "epochs": epochs, "seed": seed,
+            "label_smoothing": 0.0}
     starts = {
         "nas20k-14088": Candidate(PRESETS["nas20k-14088"], TrainConfig(
-            epochs=epochs, seed=seed, batch_size=64, optimizer="sgd", lr=0.054883713141925874, momentum=0.9, nesterov=True,
-            weight_decay=1.4730470533894558e-06, schedule="step", drop_at=0.449332125509357,
+            epochs=epochs, seed=seed, batch_size=64, optimizer="sgd", lr=0.054883713141925874, momentum=0.9,
+            nesterov=True, weight_decay=1.4730470533894558e-06, schedule="step", drop_at=0.449332125509357,
             label_smoothing=0.002877489548955803, rotate=3.538012029004655, translate=2.4803158001284342)),
         "nas20k-7458": Candidate(PRESETS["nas20k-7458"], TrainConfig(
             epochs=epochs, seed=seed, batch_size=128, optimizer="adam", lr=0.00726713929566292, nesterov=False,
@@ -164,12 +168,13 @@ def warm_start(epochs: int, seed: int = 0, max_params: int | None = None) -> dic
             weight_decay=1.8247320262274673e-06, schedule="step", drop_at=0.5299581184188855,
             label_smoothing=0.0032693463755512605, rotate=10.949186748615638, translate=2.1961058861319254)),
         "public-3762": Candidate(PRESETS["public-3762"], TrainConfig(
-            epochs=epochs, seed=seed, batch_size=32, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-6,
-            schedule="onecycle", rotate=10.0, translate=2.0, scale=0.1)),
-        "firekind-6174": Candidate(PRESETS["firekind-6174"], TrainConfig(**step, optimizer="adam", lr=0.01, batch_size=128, rotate=10.0, translate=2.8, nesterov=False)),
+            epochs=epochs, seed=seed, batch_size=32, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
+            weight_decay=1e-6, schedule="onecycle", rotate=10.0, translate=2.0, scale=0.1)),
+        "firekind-6174": Candidate(PRESETS["firekind-6174"], TrainConfig(
+            **step, optimizer="adam", lr=0.01, batch_size=128, rotate=10.0, translate=2.8, nesterov=False)),
         "firekind-6174-onecycle": Candidate(PRESETS["firekind-6174"], TrainConfig(epochs=epochs, seed=seed)),
-        "nitinvig-7070": Candidate(replace(PRESETS["nitinvig-7070"], dropout=0.05, dropout_after=(2,)),
-                                   TrainConfig(**step, optimizer="sgd", lr=0.01, nesterov=False, batch_size=128, rotate=0.0, translate=0.0)),
+        "nitinvig-7070": Candidate(replace(PRESETS["nitinvig-7070"], dropout=0.05, dropout_after=(2,)), TrainConfig(
+            **step, optimizer="sgd", lr=0.01, nesterov=False, batch_size=128, rotate=0.0, translate=0.0)),
     }
     if max_params is None:
         return starts

@@ -23,7 +23,8 @@ from nas20k.graphs import graphed_step
 from nas20k.recipe import RecipeError, TrainConfig
 from nas20k.runtime import Runtime
 
-RECALIBRATE_IMAGES = 10_000  # clean training images BatchNorm's statistics are recomputed on (more changed nothing: benchmarks/bn_recalibration.py)
+# clean training images BatchNorm's statistics are recomputed on (more changed nothing: benchmarks/bn_recalibration.py)
+RECALIBRATE_IMAGES = 10_000
 
 
 @dataclass
@@ -73,7 +74,7 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) ->
         m.train()
     for idx in batches(len(x), batch_size):
         model(x[idx])
-    for m, momentum in zip(norms, momenta):
+    for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     model.eval()
 
@@ -81,12 +82,14 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) ->
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = model.parameters()
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,
+               steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per batch."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":
@@ -108,7 +111,8 @@ def _progress(total: int, enabled: bool):  # noqa: ANN202 - a rich Progress or N
         TimeRemainingColumn,
     )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=True)
 
 
 Step = Callable[[torch.Tensor], None]  # one training step on the batch of these train-set indices
@@ -165,7 +169,8 @@ def train(
         raise RecipeError(f"batch size {cfg.batch_size} is larger than the {len(data.train)} training images")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    model = spec.build().to(device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
+    model = spec.build().to(device,
+                            memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
     forward = _with_precision(torch.compile(model) if runtime.compile else model, runtime, device.type)
     opt = _optimizer(model, cfg)
     sched = _scheduler(opt, cfg, steps_per_epoch)
@@ -181,7 +186,8 @@ def train(
     # back; its BatchNorm buffers are averaged too (and recalibrated before evaluation with `recalibrate_bn`).
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     scored = ema.module if ema else model
-    eval_batch = 1000 if device.type == "cpu" else 5000  # on a GPU one or two launches per split; the CPU keeps its memory small
+    # on a GPU one or two launches per split; the CPU keeps its memory small
+    eval_batch = 1000 if device.type == "cpu" else 5000
     result = TrainResult(model=model, status="complete")
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -211,16 +217,19 @@ def train(
             recalibrate_bn(scored, data.train.x[:RECALIBRATE_IMAGES], eval_batch)
         val_acc = evaluate(scored, data.val, eval_batch) if eval_epochs is None or epoch in eval_epochs else None
         test_acc = evaluate(scored, data.test, eval_batch) if tested else None
-        stats = EpochStats(epoch, train_loss, correct.item() / n, val_acc, time.perf_counter() - t0, opt.param_groups[0]["lr"], test_acc)
+        stats = EpochStats(epoch, train_loss, correct.item() / n, val_acc, time.perf_counter() - t0,
+                           opt.param_groups[0]["lr"], test_acc)
         result.history.append(stats)
         if on_epoch:
             on_epoch(stats)
-    model.zero_grad(set_to_none=True)  # with graphs they live in the graph's memory pool; nobody needs them after training
-    result.model = scored.to(memory_format=torch.contiguous_format).eval()  # plain fp32 weights, whatever the run's layout
+    model.zero_grad(set_to_none=True)  # with graphs they live in the graph's memory pool; not needed after training
+    # plain fp32 weights, whatever the run's layout
+    result.model = scored.to(memory_format=torch.contiguous_format).eval()
     return result
 
 
-def _with_precision(forward: Callable[[torch.Tensor], torch.Tensor], runtime: Runtime, device_type: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def _with_precision(forward: Callable[[torch.Tensor], torch.Tensor], runtime: Runtime,
+                    device_type: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The training forward pass under the runtime's precision; evaluation calls the model itself, in fp32, so a
     run is scored as the exported model computes."""
     if runtime.precision == "fp32":

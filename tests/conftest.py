@@ -34,13 +34,15 @@ LONGER = ["--limit", "3000", "--val-size", "500", "--max-epochs", "3"]  # runs l
 def nas20k(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the CLI as a user would, in a new process in `cwd` (its studies/ folder is the default storage)."""
     full_env = {**os.environ, "NAS20K_DATA_DIR": str(DATA_DIR), "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "nas20k", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "nas20k", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
     """Start the CLI in the background (to signal or kill it)."""
     env = {**os.environ, "NAS20K_DATA_DIR": str(DATA_DIR), "COLUMNS": "200"}
-    return subprocess.Popen([sys.executable, "-m", "nas20k", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "nas20k", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def cli(*args: str, cwd: Path, columns: int = 200):  # noqa: ANN201 - typer's Result

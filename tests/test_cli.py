@@ -39,7 +39,8 @@ def test_help_explains_every_command_and_option():
     confirm = runner.invoke(app, ["confirm", "--help"], env={"COLUMNS": "200"}).stdout
     assert "--top" in confirm and "--seeds" in confirm
     search = runner.invoke(app, ["search", "--help"], env={"COLUMNS": "200"}).stdout
-    for option in ("--goal", "--target", "--warm-start", "--no-warm-start", "--confirm-top", "--confirm-seeds", "--jobs", "--device"):
+    for option in ("--goal", "--target", "--warm-start", "--no-warm-start", "--confirm-top", "--confirm-seeds",
+                   "--jobs", "--device"):
         assert option in search
 
 
@@ -77,35 +78,56 @@ CASES = {
     "max-epochs-huge": (lambda tmp: ["search", "--max-epochs", "1001"], "--max-epochs must be between 1 and 1000"),
     "unknown-pruner": (lambda tmp: ["search", "--pruner", "magic"], "--pruner must be one of"),
     "unknown-goal": (lambda tmp: ["search", "--goal", "fastest"], "--goal must be one of accuracy, smallest"),
-    "target-percent": (lambda tmp: ["search", "--goal", "smallest", "--target", "99.4"], "--target must be a val accuracy between 0 and 1"),
+    "target-percent": (lambda tmp: ["search", "--goal", "smallest", "--target", "99.4"],
+                       "--target must be a val accuracy between 0 and 1"),
     "confirm-seeds-zero": (lambda tmp: ["search", "--confirm-seeds", "0"], "--confirm-seeds >= 1"),
     "jobs-zero": (lambda tmp: ["search", "--jobs", "0"], "--jobs must be >= 1"),
     "search-limit-zero": (lambda tmp: ["search", "--limit", "0"], "--limit must be at least 1 image"),
     "unknown-device": (lambda tmp: ["search", "--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
     "search-other-budget": (lambda tmp: ["search", "--max-params", "8000", *SMALL], "was searched with budget"),
     "unknown-preset": (lambda tmp: ["train", "--preset", "resnet"], "unknown preset 'resnet'"),
-    "preset-and-spec": (lambda tmp: ["train", "--preset", "seed", "--spec", "x.json"], "give exactly one of --preset NAME or --spec FILE"),
-    "malformed-spec": (lambda tmp: ["train", "--spec", write(tmp, "spec.json", '{"blocks": [[8]')], "spec is not valid JSON"),
+    "preset-and-spec": (lambda tmp: ["train", "--preset", "seed", "--spec", "x.json"],
+                        "give exactly one of --preset NAME or --spec FILE"),
+    "malformed-spec": (lambda tmp: ["train", "--spec", write(tmp, "spec.json", '{"blocks": [[8]')],
+                       "spec is not valid JSON"),
     "missing-spec": (lambda tmp: ["train", "--spec", str(tmp / "nope.json")], "spec file not found"),
-    "spec-too-deep": (lambda tmp: ["train", "--spec", write(tmp, "spec.json", json.dumps({"blocks": [[8] * 14], "transitions": []}))], "does not fit a 28x28 image"),
-    "spec-direct-width": (lambda tmp: ["train", "--spec", write(tmp, "spec.json", json.dumps({"blocks": [[8, 12]], "transitions": [], "head": "direct"}))], "head 'direct'"),
-    "train-batch-too-big": (lambda tmp: ["train", "--preset", "seed", "--limit", "100", "--batch-size", "1000", "-q"], "--batch-size 1000 is larger than the 100 training images"),
+    "spec-too-deep": (lambda tmp: ["train", "--spec",
+                                   write(tmp, "spec.json", json.dumps({"blocks": [[8] * 14], "transitions": []}))],
+                      "does not fit a 28x28 image"),
+    "spec-direct-width": (lambda tmp: ["train", "--spec", write(tmp, "spec.json", json.dumps(
+                              {"blocks": [[8, 12]], "transitions": [], "head": "direct"}))],
+                          "head 'direct'"),
+    "train-batch-too-big": (lambda tmp: ["train", "--preset", "seed", "--limit", "100", "--batch-size", "1000", "-q"],
+                            "--batch-size 1000 is larger than the 100 training images"),
     "train-limit-zero": (lambda tmp: ["train", "--preset", "seed", "--limit", "0"], "--limit must be at least 1 image"),
-    "train-unknown-optimizer": (lambda tmp: ["train", "--preset", "seed", "--optimizer", "lion"], "optimizer must be one of sgd, adam, adamw"),
-    "recipe-unknown-key": (lambda tmp: ["train", "--preset", "seed", "--recipe", write(tmp, "r.json", '{"learning_rate": 0.1}')], "unknown recipe field(s): learning_rate"),
-    "recipe-missing": (lambda tmp: ["train", "--preset", "seed", "--recipe", str(tmp / "nope.json")], "recipe file not found"),
-    "unreachable-storage": (lambda tmp: ["search", "--storage", "postgresql://nobody:secret@127.0.0.1:9/none"], "cannot open storage postgresql://nobody:***@127.0.0.1:9/none"),
+    "train-unknown-optimizer": (lambda tmp: ["train", "--preset", "seed", "--optimizer", "lion"],
+                                "optimizer must be one of sgd, adam, adamw"),
+    "recipe-unknown-key": (lambda tmp: ["train", "--preset", "seed", "--recipe",
+                                        write(tmp, "r.json", '{"learning_rate": 0.1}')],
+                           "unknown recipe field(s): learning_rate"),
+    "recipe-missing": (lambda tmp: ["train", "--preset", "seed", "--recipe", str(tmp / "nope.json")],
+                       "recipe file not found"),
+    "unreachable-storage": (lambda tmp: ["search", "--storage", "postgresql://nobody:secret@127.0.0.1:9/none"],
+                            "cannot open storage postgresql://nobody:***@127.0.0.1:9/none"),
     "malformed-storage": (lambda tmp: ["search", "--storage", "not a url"], "malformed storage URL"),
-    "missing-mnist-file": (lambda tmp: ["search", "--no-download", "--data-dir", str(broken_data_dir(tmp, "train-labels-idx1-ubyte", False))], "MNIST file missing"),
-    "corrupt-mnist-file": (lambda tmp: ["search", "--data-dir", str(broken_data_dir(tmp, "t10k-images-idx3-ubyte", True))], "corrupt (md5 mismatch)"),
-    "train-missing-mnist": (lambda tmp: ["train", "--preset", "seed", "--no-download", "--data-dir", str(tmp / "empty")], "MNIST file missing"),
+    "missing-mnist-file": (lambda tmp: ["search", "--no-download", "--data-dir",
+                                        str(broken_data_dir(tmp, "train-labels-idx1-ubyte", False))],
+                           "MNIST file missing"),
+    "corrupt-mnist-file": (lambda tmp: ["search", "--data-dir",
+                                        str(broken_data_dir(tmp, "t10k-images-idx3-ubyte", True))],
+                           "corrupt (md5 mismatch)"),
+    "train-missing-mnist": (lambda tmp: ["train", "--preset", "seed", "--no-download", "--data-dir",
+                                         str(tmp / "empty")],
+                            "MNIST file missing"),
     "confirm-top-zero": (lambda tmp: ["confirm", "--top", "0"], "--top and --seeds must be >= 1"),
     "confirm-unknown-study": (lambda tmp: ["confirm", "--study-name", "nope"], "no study database at studies/nope.db"),
     "export-into-a-file": (lambda tmp: ["best", "--export", str(tmp / "studies" / "nas20k.db")], "it is a file"),
     "dir-without-export": (lambda tmp: ["best", "somewhere"], "is an export folder: add --export"),
     "best-unknown-study": (lambda tmp: ["best", "--study-name", "nope"], "no study database at studies/nope.db"),
-    "best-unknown-name": (lambda tmp: ["best", "--study-name", "nope", "--storage", "sqlite:///studies/nas20k.db"], "no study named 'nope'"),
-    "best-smallest-unconfirmed": (lambda tmp: ["best", "--smallest", "--target", "0.1", "--export"], "(>= 2 seeds); run `nas20k confirm`"),
+    "best-unknown-name": (lambda tmp: ["best", "--study-name", "nope", "--storage", "sqlite:///studies/nas20k.db"],
+                          "no study named 'nope'"),
+    "best-smallest-unconfirmed": (lambda tmp: ["best", "--smallest", "--target", "0.1", "--export"],
+                                  "(>= 2 seeds); run `nas20k confirm`"),
     "trials-bad-sort": (lambda tmp: ["trials", "--sort", "colour"], "--sort must be one of"),
     "report-into-a-folder": (lambda tmp: ["report", "--out", "studies"], "--out must be a file"),
 }
@@ -150,7 +172,8 @@ def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
         raise RuntimeError("boom: a bug, not bad input")
 
     monkeypatch.setattr(objective_mod, "train", boom)  # inside the search's worker (in this process: --jobs 1)
-    r = cli("search", "--trials", "1", *SMALL, "--jobs", "1", "--no-warm-start", "--confirm-top", "0", "-q", cwd=tmp_path)
+    r = cli("search", "--trials", "1", *SMALL, "--jobs", "1", "--no-warm-start", "--confirm-top", "0", "-q",
+            cwd=tmp_path)
     assert isinstance(r.exception, RuntimeError) and "boom" in str(r.exception), r.output
     assert "error:" not in r.stderr
     assert [status(t) for t in load(tmp_path).trials if status(t) != "rejected"] == ["failed"]  # the trial says so too
@@ -187,7 +210,8 @@ def test_a_finished_study_says_so_and_trains_nothing(study_copy):
     assert len(said) == 1, r.stdout
     assert "already holds 3 trained candidates (>= --trials 3)" in said[0]
     assert "extend it with --trials 53" in said[0] and "start anew with --study-name NAME" in said[0]
-    assert (digest(study_copy / "studies" / "nas20k-artifacts"), [(t.number, t.state) for t in load(study_copy).trials]) == before
+    assert (digest(study_copy / "studies" / "nas20k-artifacts"),
+            [(t.number, t.state) for t in load(study_copy).trials]) == before
 
 
 def test_weights_land_next_to_the_database(tmp_path):
@@ -216,7 +240,8 @@ def test_trials_lists_and_writes_csv(study_copy):
     frame = pd.read_csv(study_copy / "all.csv")
     study = load(study_copy)
     assert len(frame) == len(study.trials) and sorted(frame.trial) == [t.number for t in study.trials]
-    for col in ["trial", "status", "params", "epochs", "val_score", "seeds", "mean_val", "test_acc", "seconds", "blocks", "head", "optimizer", "lr", "schedule", "warm_start"]:
+    for col in ["trial", "status", "params", "epochs", "val_score", "seeds", "mean_val", "test_acc", "seconds",
+                "blocks", "head", "optimizer", "lr", "schedule", "warm_start"]:
         assert col in frame.columns
     complete = frame[frame.status == "complete"]
     assert complete.test_acc.notna().all() and frame[frame.status != "complete"].test_acc.isna().all()
@@ -233,7 +258,8 @@ def test_dashboard_serves_the_study(study_copy):
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "nas20k", "dashboard", "--port", str(port)], cwd=study_copy, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "nas20k", "dashboard", "--port", str(port)], cwd=study_copy,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 60
         while True:
@@ -257,8 +283,10 @@ def test_report_command_writes_the_study_page(study_copy):
 
 
 def test_train_reports_per_epoch_and_test_accuracy_with_a_recipe(tmp_path):
-    (tmp_path / "metrics.json").write_text(json.dumps({"train": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 0.005, "schedule": "step"}}))
-    r = cli("train", "--preset", "firekind-6174", "--recipe", str(tmp_path / "metrics.json"), "--limit", "600", "--val-size", "200", "-q", cwd=tmp_path)
+    (tmp_path / "metrics.json").write_text(json.dumps({"train": {"epochs": 1, "batch_size": 64, "optimizer": "adam",
+                                                                 "lr": 0.005, "schedule": "step"}}))
+    r = cli("train", "--preset", "firekind-6174", "--recipe", str(tmp_path / "metrics.json"), "--limit", "600",
+            "--val-size", "200", "-q", cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert "Total params: 6,174" in r.stdout and '"optimizer": "adam"' in r.stdout
     assert '"recalibrate_bn": false' in r.stdout  # a recipe without the key predates recalibration
@@ -267,7 +295,8 @@ def test_train_reports_per_epoch_and_test_accuracy_with_a_recipe(tmp_path):
 
 @pytest.mark.parametrize("flag, recorded", [(None, "true"), ("--no-recalibrate-bn", "false")])
 def test_train_recalibrates_batchnorm_unless_told_not_to(tmp_path, flag, recorded):
-    r = cli("train", "--preset", "small", "--epochs", "1", "--limit", "300", "--val-size", "100", "-q", *([flag] if flag else []), cwd=tmp_path)
+    r = cli("train", "--preset", "small", "--epochs", "1", "--limit", "300", "--val-size", "100", "-q",
+            *([flag] if flag else []), cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert f'"recalibrate_bn": {recorded}' in r.stdout
 

@@ -39,8 +39,10 @@ def test_confirm_races_the_top_trials_and_is_idempotent(study_copy):
     assert "at most 2 run(s)" in r.stdout
     done = runs(study_copy)
     assert top2[0] in [t.user_attrs["confirms"] for t in done] and {t.user_attrs["confirms"] for t in done} <= set(top2)
-    assert all(t.user_attrs["seed"] == 1 and status(t) == "complete" for t in done)  # the next seed after the search's 0
-    assert all(t.user_attrs["candidate"] == study.trials[t.user_attrs["confirms"]].user_attrs["candidate"] for t in done)
+    # the next seed after the search's 0
+    assert all(t.user_attrs["seed"] == 1 and status(t) == "complete" for t in done)
+    assert all(t.user_attrs["candidate"] == study.trials[t.user_attrs["confirms"]].user_attrs["candidate"]
+               for t in done)
 
     r = cli("confirm", "--top", "2", "--seeds", "2", *SMALL[:4], "--jobs", "1", "-q", cwd=study_copy)
     assert r.exit_code == 0, r.output
@@ -64,7 +66,8 @@ def test_confirm_races_the_top_trials_and_is_idempotent(study_copy):
     assert r.exit_code == 0, r.output
     metrics = json.loads((study_copy / "out" / "metrics.json").read_text())
     assert metrics["trial"] == best.number and metrics["n_seeds"] == 2
-    assert [(s["seed"], s["val_score"], s["test_acc_last3"]) for s in metrics["seeds"]] == [(s.seed, s.val_score, s.test_acc_last3) for s in best.seeds]
+    assert ([(s["seed"], s["val_score"], s["test_acc_last3"]) for s in metrics["seeds"]]
+            == [(s.seed, s.val_score, s.test_acc_last3) for s in best.seeds])
     assert all(s["test_acc_last3"] is not None for s in metrics["seeds"])
     line = [k for k in metrics["checklist"] if k.startswith("test accuracy")]
     assert line and line[0].startswith("test accuracy, mean of last 3 epochs over 2 seeds >= 99.4%")
@@ -75,7 +78,8 @@ def test_confirm_races_the_top_trials_and_is_idempotent(study_copy):
 def test_confirm_writes_its_weights_to_a_new_artifacts_folder(study_copy):
     """Seen on a GPU: `confirm --artifacts DIR`, with a DIR no search had made, trained its runs and then failed
     each one writing its weights."""
-    r = cli("confirm", "--top", "1", "--seeds", "2", *SMALL[:4], "--artifacts", "weights", "--jobs", "1", "-q", cwd=study_copy)
+    r = cli("confirm", "--top", "1", "--seeds", "2", *SMALL[:4], "--artifacts", "weights", "--jobs", "1", "-q",
+            cwd=study_copy)
     assert r.exit_code == 0, r.output
     (run,) = runs(study_copy)
     assert status(run) == "complete" and (study_copy / "weights" / run.user_attrs["weights"]).is_file()
@@ -86,14 +90,15 @@ def test_smallest_goal_confirm_interrupted_and_resumed(tmp_path):
     """`--goal smallest`: `best --smallest` refuses unconfirmed candidates; a confirm run interrupted by Ctrl-C is
     recorded and retrained by the next `confirm`, counted once; then `best --smallest --export` hands it over."""
     data = ["--limit", "1500", "--val-size", "500"]
-    r = cli("search", "--goal", "smallest", "--target", "0.4", "--trials", "1", "--max-params", "7000", *data, "--max-epochs", "2", "--jobs", "1",
-            "--confirm-top", "0", "-q", cwd=tmp_path)
+    r = cli("search", "--goal", "smallest", "--target", "0.4", "--trials", "1", "--max-params", "7000", *data,
+            "--max-epochs", "2", "--jobs", "1", "--confirm-top", "0", "-q", cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert "fewest params with val score >= 40.00%" in r.stdout
     study = load(tmp_path)
     budget, goal = Budget(7000, 2), Goal("smallest", 0.4)
     complete = [rec for rec in search_records(study) if rec.status == "complete"]
-    assert [rec.warm_start for rec in complete] == ["nas20k-5826"]  # the first warm start under 7,000 params (it fits as it is)
+    # the first warm start under 7,000 params (it fits as it is)
+    assert [rec.warm_start for rec in complete] == ["nas20k-5826"]
     assert complete[0].params < 7000
     assert complete[0].val_score >= 0.4  # passes, even at 2 epochs on 1,500 images
     for rec in complete:  # what the study maximizes: passing ones by size
@@ -145,7 +150,8 @@ def test_smallest_goal_confirm_interrupted_and_resumed(tmp_path):
 # --- the race's rule, on recorded values ---------------------------------------------------------------
 
 def record(number: int, vals: list[float], params: int = 5000) -> TrialRecord:
-    r = TrialRecord(number, "complete", candidate=Candidate(PRESETS["firekind-6174"], TrainConfig(seed=0)), params=params, val_score=vals[0])
+    r = TrialRecord(number, "complete", candidate=Candidate(PRESETS["firekind-6174"], TrainConfig(seed=0)),
+                    params=params, val_score=vals[0])
     r.seeds = [SeedRun(i, v, None, number, confirm=i > 0) for i, v in enumerate(vals)]
     return r
 
@@ -169,7 +175,8 @@ def test_the_race_replayed_on_the_committed_default_search():
     full = {r.number: [s.val_score for s in r.seeds] for r in ranked(search_records(study), meta.goal, meta.budget)[:3]}
     race = {n: record(n, vals[:1], params=15_000) for n, vals in full.items()}
     runs_needed = 0
-    while (nxt := next_run(ranked(list(race.values()), meta.goal, meta.budget), {}, 3, meta.goal, meta.budget)) is not None:
+    while (nxt := next_run(ranked(list(race.values()), meta.goal, meta.budget), {}, 3, meta.goal,
+                           meta.budget)) is not None:
         n, seed = nxt
         race[n] = record(n, full[n][: seed + 1], params=15_000)
         runs_needed += 1

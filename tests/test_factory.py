@@ -1,6 +1,7 @@
 """The factory: parameter and MAC counts, shape checks and layer rules, against torch and a by-hand build."""
 
 import random
+from functools import partial
 
 import pytest
 import torch
@@ -16,7 +17,8 @@ X = torch.zeros(2, 1, 28, 28)
 
 
 def random_spec(rng: random.Random) -> ArchSpec:
-    """Any spec the factory accepts field-wise: padding, bias-free convs, squeeze BN, pool-only transitions, every head."""
+    """Any spec the factory accepts field-wise: padding, bias-free convs, squeeze BN, pool-only transitions, every
+    head."""
     n_blocks = rng.randint(1, 4)
     head = rng.choice(HEADS)
     blocks = [[rng.randint(1, 40) for _ in range(rng.randint(1, 5))] for _ in range(n_blocks)]
@@ -105,7 +107,7 @@ def test_param_count_matches_torch_over_many_random_specs():
     assert any(0 in s.transitions for s in valid) and any(s.squeeze_bn and any(s.transitions) for s in valid)
     assert any(1 in s.padding for s in valid) and any(0 in s.padding for s in valid)
     for spec in valid:
-        model, ref = on_meta(spec.build), on_meta(lambda: reference(spec))
+        model, ref = on_meta(spec.build), on_meta(partial(reference, spec))
         assert spec.num_params() == count_params(model), spec
         assert ref(X.to("meta")).shape == (2, 10)  # also materializes the fc head's lazy linear layer
         assert describe(model) == describe(ref), spec  # the documented layer rules, module by module
@@ -120,7 +122,7 @@ def test_validate_agrees_with_torch_on_what_fits():
         assert on_meta(spec.build).eval()(X.to("meta")).shape == (2, 10)
     for spec in invalid:  # the same layers built by hand, without the plan's size check: torch fails too
         with pytest.raises(RuntimeError, match="too small|greater than actual input size"):
-            on_meta(lambda: reference(spec))(X.to("meta"))
+            on_meta(partial(reference, spec))(X.to("meta"))
     with torch.inference_mode():  # and on real tensors, for a sample
         for spec in valid[:25]:
             assert spec.build().eval()(X).shape == (2, 10)
@@ -136,8 +138,9 @@ def test_macs_match_forward_hooks():
     for spec in [*PRESETS.values(), *valid]:
         model, counted = on_meta(spec.build).eval(), []
 
-        def hook(m, _inp, out):
-            k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups if isinstance(m, nn.Conv2d) else m.in_features
+        def hook(m, _inp, out, counted=counted):
+            k = (m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups if isinstance(m, nn.Conv2d)
+                 else m.in_features)
             counted.append(out[0].numel() * k)
 
         for m in model:
@@ -149,10 +152,13 @@ def test_macs_match_forward_hooks():
 
 
 def convs(model: nn.Module) -> list[tuple]:
-    return [(c.in_channels, c.out_channels, c.kernel_size[0], c.padding[0], c.bias is not None) for c in model if isinstance(c, nn.Conv2d)]
+    return [(c.in_channels, c.out_channels, c.kernel_size[0], c.padding[0], c.bias is not None)
+            for c in model if isinstance(c, nn.Conv2d)]
 
 
-@pytest.mark.parametrize("name, params", [("seed", 17_666), ("firekind-6174", 6_174), ("nitinvig-7070", 7_070), ("nas20k-14088", 14_088), ("small", 9_858)])
+@pytest.mark.parametrize("name, params", [
+    ("seed", 17_666), ("firekind-6174", 6_174), ("nitinvig-7070", 7_070), ("nas20k-14088", 14_088), ("small", 9_858),
+])
 def test_preset_counts(name, params):
     spec = PRESETS[name]
     assert spec.num_params() == params == count_params(spec.build())
@@ -179,18 +185,22 @@ def test_scaled_gives_up_below_a_tenth_of_the_widths():
 
 def test_seed_preset_is_the_reference_model():
     model = PRESETS["seed"].build()
-    assert convs(model) == [(1, 8, 3, 0, True), (8, 16, 3, 0, True), (16, 32, 3, 0, True), (32, 8, 1, 0, True), (8, 16, 3, 0, True), (16, 16, 3, 0, True)]
+    assert convs(model) == [(1, 8, 3, 0, True), (8, 16, 3, 0, True), (16, 32, 3, 0, True), (32, 8, 1, 0, True),
+                            (8, 16, 3, 0, True), (16, 16, 3, 0, True)]
     assert isinstance(model[-1], nn.Linear) and model[-1].in_features == 16 * 7 * 7
 
 
 def test_firekind_preset_layers():
-    """Padding 1 in the first two blocks, plain max-pools, the last 3x3 conv gives the 10 logits (BN, no ReLU), GAP, no Linear."""
+    """Padding 1 in the first two blocks, plain max-pools, the last 3x3 conv gives the 10 logits (BN, no ReLU), GAP,
+    no Linear."""
     model = PRESETS["firekind-6174"].build()
-    assert convs(model) == [(1, 8, 3, 1, True), (8, 8, 3, 1, True), (8, 12, 3, 1, True), (12, 12, 3, 1, True), (12, 16, 3, 0, True), (16, 10, 3, 0, True)]
+    assert convs(model) == [(1, 8, 3, 1, True), (8, 8, 3, 1, True), (8, 12, 3, 1, True), (12, 12, 3, 1, True),
+                            (12, 16, 3, 0, True), (16, 10, 3, 0, True)]
     kinds = [type(m).__name__ for m in model]
     assert kinds.count("MaxPool2d") == 2 and kinds.count("Dropout") == 2 and "Linear" not in kinds
     assert kinds[-4:] == ["Conv2d", "BatchNorm2d", "AdaptiveAvgPool2d", "Flatten"]
-    assert [i for i, k in enumerate(kinds) if k == "MaxPool2d"] == [i + 1 for i, k in enumerate(kinds) if k == "Dropout"]  # Dropout, then pool
+    assert ([i for i, k in enumerate(kinds) if k == "MaxPool2d"]
+            == [i + 1 for i, k in enumerate(kinds) if k == "Dropout"])  # Dropout, then pool
 
 
 def test_nitinvig_preset_layers():
@@ -208,11 +218,14 @@ def test_nitinvig_preset_layers():
 
 def test_bias_free_and_squeeze_bn_save_what_they_should():
     base = ArchSpec(blocks=((8, 16), (16,)), transitions=(8,), head="conv")
-    assert base.num_params() - ArchSpec(**{**base.to_dict(), "bias": False}).num_params() == 8 + 16 + 16  # one bias per 3x3 channel
+    # one bias per 3x3 channel
+    assert base.num_params() - ArchSpec(**{**base.to_dict(), "bias": False}).num_params() == 8 + 16 + 16
     # squeeze BN: the 1x1 biases (8 + 10) go, a BatchNorm (2 per channel) comes after each 1x1 conv
-    assert ArchSpec(**{**base.to_dict(), "squeeze_bn": True}).num_params() - base.num_params() == 2 * (8 + 10) - (8 + 10)
+    assert (ArchSpec(**{**base.to_dict(), "squeeze_bn": True}).num_params() - base.num_params()
+            == 2 * (8 + 10) - (8 + 10))
     pool_only = ArchSpec(blocks=((8, 16), (16,)), transitions=(0,), head="conv")
-    assert pool_only.num_params() - base.num_params() == (16 - 8) * 16 * 9 - (16 * 8 + 8)  # no 1x1; the next conv reads 16 channels, not 8
+    # no 1x1; the next conv reads 16 channels, not 8
+    assert pool_only.num_params() - base.num_params() == (16 - 8) * 16 * 9 - (16 * 8 + 8)
 
 
 def test_batchnorm_and_dropout_placement():
@@ -267,7 +280,8 @@ def test_direct_head_with_a_wrong_last_width_is_a_spec_error():
     firekind = PRESETS["firekind-6174"].to_dict()
     with pytest.raises(SpecError, match="direct"):
         ArchSpec(**{**firekind, "blocks": [[8, 8], [12, 12], [16, 12]]}).num_params()
-    assert ArchSpec(**{**firekind, "num_classes": 16, "blocks": [[8, 8], [12, 12], [16]]}).num_params() > 0  # width = classes is fine
+    # width = classes is fine
+    assert ArchSpec(**{**firekind, "num_classes": 16, "blocks": [[8, 8], [12, 12], [16]]}).num_params() > 0
 
 
 def test_summary_table():

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow  # real processes and searches
 
 
 def test_a_sigkilled_worker_leaves_no_zombie_and_its_trial_is_retried(tmp_path):
-    args = ["search", "--trials", "1", "--heartbeat", "1", *LONGER, "--no-warm-start", "--confirm-top", "0", "--jobs", "1", "-q"]
+    args = ["search", "--trials", "1", "--heartbeat", "1", *LONGER, "--no-warm-start", "--confirm-top", "0",
+            "--jobs", "1", "-q"]
     proc = start(args, tmp_path)
     db = tmp_path / "studies" / "nas20k.db"
     wait_for(lambda: bool(training_now(db)), proc)
@@ -22,13 +23,15 @@ def test_a_sigkilled_worker_leaves_no_zombie_and_its_trial_is_retried(tmp_path):
     proc.kill()
     proc.wait()
     assert training_now(db) == [zombie]  # killed mid-training: RUNNING in the database, nobody to say otherwise
-    time.sleep(3)  # a worker is declared dead after two heartbeats (here 2 s) of silence; a live one elsewhere is left alone
+    # a worker is declared dead after two heartbeats (here 2 s) of silence; a live one elsewhere is left alone
+    time.sleep(3)
     r = cli(*args, cwd=tmp_path)
     assert r.exit_code == 0, r.output
     study = load(tmp_path)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     assert study.trials[zombie].state == TrialState.FAIL  # declared dead after two silent heartbeats
-    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == zombie]  # retried once, same parameters
+    # retried once, same parameters
+    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == zombie]
     assert retry.params == study.trials[zombie].params and status(retry) == "complete"
     assert trained(study) == 1
     assert cli("best", cwd=tmp_path).exit_code == 0
@@ -57,5 +60,6 @@ def test_two_workers_share_a_postgresql_study(tmp_path):
     assert 6 <= trained(study) <= 7
     workers = {t.user_attrs["worker"] for t in study.trials if status(t) in ("complete", "pruned", "diverged")}
     assert len(workers) == 2  # both machines contributed trained candidates
-    assert [t.user_attrs.get("warm_start") for t in study.trials].count("firekind-6174") == 1  # queued once, by whoever came first
+    # queued once, by whoever came first
+    assert [t.user_attrs.get("warm_start") for t in study.trials].count("firekind-6174") == 1
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]

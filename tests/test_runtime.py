@@ -65,7 +65,8 @@ def test_fp32_history_is_bit_identical_to_the_plain_trainer(mnist):
     plain = train(TINY, cfg, mnist)
     fp32 = train(TINY, cfg, mnist, runtime=resolve("cpu", "fp32"))
     assert [h.train_loss for h in plain.history] == [h.train_loss for h in fp32.history]
-    assert all(torch.equal(a, b) for a, b in zip(plain.model.state_dict().values(), fp32.model.state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(plain.model.state_dict().values(), fp32.model.state_dict().values(), strict=True))
     bf16 = train(TINY, cfg, mnist, runtime=Runtime(precision="bf16", channels_last=True))
     assert bf16.status == "complete" and abs(bf16.history[0].train_loss - plain.history[0].train_loss) < 0.1
     weights = [t for t in bf16.model.state_dict().values() if t.is_floating_point()]
@@ -111,12 +112,14 @@ def test_cuda_graphs_are_ignored_on_cpu(mnist):
     default = train(TINY, cfg, mnist)
     graphs = train(TINY, cfg, mnist, runtime=Runtime(device="cpu", cuda_graphs=True))
     assert _numbers(graphs.history) == _numbers(default.history)
-    assert all(torch.equal(a, b) for a, b in zip(graphs.model.state_dict().values(), default.model.state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(graphs.model.state_dict().values(), default.model.state_dict().values(), strict=True))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the script runs the whole benchmark")
 def test_gpu_benchmark_without_cuda_says_so_and_exits_0():
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py")], capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) == 1 and "no CUDA device" in r.stdout, r.stdout
 
@@ -170,7 +173,8 @@ def test_graphed_training_matches_eager_accuracy(cuda_full, optimizer, lr):
 def test_graphed_divergence_ends_as_diverged(cuda_mnist):
     """A huge learning rate makes the weights and then the loss NaN/inf, seen once per epoch: the graph never syncs
     inside an epoch."""
-    result = train(TINY, TrainConfig(epochs=3, batch_size=64, lr=1e30, schedule="none", weight_decay=0), cuda_mnist, runtime=Runtime(device="cuda"))
+    result = train(TINY, TrainConfig(epochs=3, batch_size=64, lr=1e30, schedule="none", weight_decay=0), cuda_mnist,
+                   runtime=Runtime(device="cuda"))
     assert result.status == "diverged" and len(result.history) < 3
 
 

@@ -19,12 +19,12 @@ from conftest import (
 )
 from optuna.trial import TrialState
 
-pytestmark = pytest.mark.slow  # real processes and searches
-
 from nas20k.mission import Budget
 from nas20k.settings import SearchSettings
 from nas20k.signals import catch_signals
 from nas20k.study import prepare
+
+pytestmark = pytest.mark.slow  # real processes and searches
 
 assert LONGER[LONGER.index("--max-epochs") + 1] == "3"
 
@@ -55,10 +55,12 @@ def check_interrupted(cwd, sig: signal.Signals, n: int) -> list:  # noqa: ANN001
     study = load(cwd)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     hit = [t for t in study.trials if status(t) == "interrupted"]
-    assert len(hit) == n, [(t.number, t.state.name, t.user_attrs.get("status"), t.user_attrs.get("reason")) for t in study.trials]
+    assert len(hit) == n, [(t.number, t.state.name, t.user_attrs.get("status"), t.user_attrs.get("reason"))
+                           for t in study.trials]
     for t in hit:
         assert t.state == TrialState.FAIL
-        assert f"interrupted by {sig.name} in epoch" in t.user_attrs["reason"] and "retrains it" in t.user_attrs["reason"]
+        assert f"interrupted by {sig.name} in epoch" in t.user_attrs["reason"]
+        assert "retrains it" in t.user_attrs["reason"]
     return hit
 
 
@@ -92,7 +94,8 @@ def test_resume_retrains_the_interrupted_trial_before_the_queued_warm_start(tmp_
     r = cli(*args, cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert f"first: retraining interrupted trial(s) #{hit.number}" in r.stdout
-    trained = sorted((t for t in load(tmp_path).trials if status(t) in ("complete", "pruned")), key=lambda t: t.datetime_start)
+    trained = sorted((t for t in load(tmp_path).trials if status(t) in ("complete", "pruned")),
+                     key=lambda t: t.datetime_start)
     assert trained[0].user_attrs["retry_of"] == hit.number and trained[0].user_attrs["warm_start"] == "nas20k-7458"
     assert trained[1].user_attrs["warm_start"] == "nas20k-5826"  # then the queue, in its order
 
@@ -125,7 +128,7 @@ def test_a_signal_inside_a_garbage_collection_callback_still_stops_the_run():
         sum(range(1000))
 
     with restoring_signals():
-        _catch_signals()
+        catch_signals()
         thing = Thing()
         ref = weakref.ref(thing, callback)  # noqa: F841 - kept alive so its callback runs
         with pytest.raises(KeyboardInterrupt, match="SIGTERM"):

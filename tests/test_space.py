@@ -45,7 +45,8 @@ def test_share_of_the_space_under_each_budget(samples):
         except SpecError:  # shrinks the image below 1x1: rejected at zero cost, like an over-budget one
             sizes.append(None)
     share = {budget: sum(s is not None and s < budget for s in sizes) / N for budget in (20_000, 8_000, 6_000)}
-    print(f"\nshare of {N} random candidates under 20k / 8k / 6k params: " + " / ".join(f"{v:.1%}" for v in share.values()))
+    print(f"\nshare of {N} random candidates under 20k / 8k / 6k params: "
+          + " / ".join(f"{v:.1%}" for v in share.values()))
     # measured at seed 0: ~73 %, ~30 %, ~20 %; the bounds are loose on purpose
     assert 0.60 <= share[20_000] <= 0.85
     assert 0.20 <= share[8_000] <= 0.42
@@ -62,8 +63,10 @@ def test_every_choice_is_sampled(samples):
     assert set(heads) == {"gap", "fc", "conv", "direct"}
     assert {len(c.spec.blocks) for _, c in samples} == {2, 3}
     assert any(0 in c.spec.transitions for _, c in samples) and any(any(c.spec.transitions) for _, c in samples)
-    assert {c.spec.bias for _, c in samples} == {True, False} and {c.spec.squeeze_bn for _, c in samples} == {True, False}
-    assert all(c.spec.head != "direct" or c.spec.blocks[-1][-1] == 10 for _, c in samples)  # direct: always buildable logits
+    assert {c.spec.bias for _, c in samples} == {True, False}
+    assert {c.spec.squeeze_bn for _, c in samples} == {True, False}
+    # direct: always buildable logits
+    assert all(c.spec.head != "direct" or c.spec.blocks[-1][-1] == 10 for _, c in samples)
 
 
 def test_params_of_inverts_suggest_for_random_candidates(samples):
@@ -75,14 +78,15 @@ def test_params_of_inverts_suggest_for_random_candidates(samples):
         # where two Dropout placements coincide (one conv per block), params_of names the first
         assert differ <= {"dropout_at"}
         if differ:
-            assert _dropout_convs(params["dropout_at"], list(candidate.spec.blocks)) == _dropout_convs(p["dropout_at"], list(candidate.spec.blocks))
+            blocks = list(candidate.spec.blocks)
+            assert _dropout_convs(params["dropout_at"], blocks) == _dropout_convs(p["dropout_at"], blocks)
             assert DROPOUT_AT.index(p["dropout_at"]) < DROPOUT_AT.index(params["dropout_at"])
 
 
 def test_params_of_inverts_suggest_for_the_warm_start():
     starts = warm_start(epochs=15, seed=4)
     assert {"firekind-6174", "nitinvig-7070"} <= set(starts)
-    for name, candidate in starts.items():
+    for candidate in starts.values():
         p = params_of(candidate)
         back = suggest(optuna.trial.FixedTrial(p), 15, 4)
         assert back.to_dict() == candidate.to_dict()
@@ -90,12 +94,15 @@ def test_params_of_inverts_suggest_for_the_warm_start():
     assert starts["firekind-6174"].spec == PRESETS["firekind-6174"]  # exactly the published design
     assert starts["firekind-6174"].spec.num_params() == 6_174
     assert starts["nitinvig-7070"].spec.num_params() == 7_070  # Dropout added, no parameter added
-    assert list(starts)[0] == "nas20k-14088" and starts["nas20k-14088"].spec.num_params() == 14_088  # queued first under 20k
-    assert all(c.spec.dropout > 0 and c.spec.dropout_after for c in starts.values())  # Dropout is on the requirement list
+    # queued first under 20k
+    assert list(starts)[0] == "nas20k-14088" and starts["nas20k-14088"].spec.num_params() == 14_088
+    # Dropout is on the requirement list
+    assert all(c.spec.dropout > 0 and c.spec.dropout_after for c in starts.values())
 
 
 @pytest.mark.parametrize("change", [
-    {"blocks": ((8, 16, 32), (16, 16)), "transitions": (8,), "padding": (), "head": "fc"},  # a width above block 1's range (the seed preset)
+    # a width above block 1's range (the seed preset)
+    {"blocks": ((8, 16, 32), (16, 16)), "transitions": (8,), "padding": (), "head": "fc"},
     {"blocks": ((8,), (8,), (8,), (8,)), "transitions": (0, 0, 0), "padding": ()},  # a 4th block
     {"dropout_after": (0,)},  # a Dropout placement the space has no name for
     {"padding": (1, 1, 1), "blocks": ((8, 8, 8, 8), (12, 12), (16, 10))},  # 4 convs in a block

@@ -59,7 +59,8 @@ def test_callback_can_stop_the_run(mnist):
 @pytest.mark.parametrize("optimizer, schedule", [("sgd", "step"), ("adam", "onecycle"), ("adamw", "none")])
 def test_every_optimizer_and_schedule_learns(mnist, optimizer, schedule):
     lr = 0.05 if optimizer == "sgd" else 0.005
-    result = train(TINY, TrainConfig(epochs=2, batch_size=64, optimizer=optimizer, schedule=schedule, lr=lr, label_smoothing=0.1), mnist)
+    result = train(TINY, TrainConfig(epochs=2, batch_size=64, optimizer=optimizer, schedule=schedule, lr=lr,
+                                     label_smoothing=0.1), mnist)
     assert result.status == "complete" and result.history[-1].val_acc > 0.3, result.history  # chance is 0.1
 
 
@@ -67,7 +68,8 @@ def test_recalibrated_batchnorm_normalizes_clean_images_with_dropout_off(mnist):
     """After recalibration, in eval mode, each BatchNorm's input over those images has exactly the recorded mean
     and (unbiased) variance: the statistics were taken as test time sees the net. Heavy Dropout before every
     BatchNorm makes recalibrating with Dropout on (as torch's update_bn does) fail this."""
-    spec = ArchSpec(blocks=((8, 8), (12, 10)), transitions=(0,), head="direct", dropout=0.5, dropout_after=(0, 1, 2), padding=(1, 0))
+    spec = ArchSpec(blocks=((8, 8), (12, 10)), transitions=(0,), head="direct", dropout=0.5, dropout_after=(0, 1, 2),
+                    padding=(1, 0))
     torch.manual_seed(0)
     model = spec.build()
     x = mnist.train.x[:600]
@@ -124,10 +126,12 @@ def test_bad_config_is_refused(field, value, message):
 
 
 @pytest.mark.parametrize("optimizer, schedule, nesterov, weight_decay", [
-    ("sgd", "onecycle", True, 5e-4), ("sgd", "step", False, 0.0), ("adam", "onecycle", False, 5e-4), ("adamw", "step", False, 1e-2), ("adam", "none", False, 0.0),
+    ("sgd", "onecycle", True, 5e-4), ("sgd", "step", False, 0.0), ("adam", "onecycle", False, 5e-4),
+    ("adamw", "step", False, 1e-2), ("adam", "none", False, 0.0),
 ])
 def test_graph_update_follows_torch_optimizer_and_schedule(optimizer, schedule, nesterov, weight_decay):
-    cfg = TrainConfig(epochs=2, optimizer=optimizer, schedule=schedule, nesterov=nesterov, lr=0.05 if optimizer == "sgd" else 0.005, weight_decay=weight_decay)
+    cfg = TrainConfig(epochs=2, optimizer=optimizer, schedule=schedule, nesterov=nesterov,
+                      lr=0.05 if optimizer == "sgd" else 0.005, weight_decay=weight_decay)
     torch.manual_seed(0)
     ref = TINY.build()
     mine = copy.deepcopy(ref)
@@ -137,7 +141,7 @@ def test_graph_update_follows_torch_optimizer_and_schedule(optimizer, schedule, 
     lr, mom = torch.zeros(()), torch.zeros(())
     update, _ = _tensor_update(opt, lr, mom)
     for _ in range(20):
-        for p, q in zip(ref.parameters(), mine.parameters()):
+        for p, q in zip(ref.parameters(), mine.parameters(), strict=True):
             p.grad = torch.randn_like(p)
             q.grad = p.grad.clone()
         ref_opt.step()
@@ -146,12 +150,14 @@ def test_graph_update_follows_torch_optimizer_and_schedule(optimizer, schedule, 
         mom.fill_(_momentum(opt.param_groups[0]))
         update()
         sched.step()
-    for p, q in zip(ref.parameters(), mine.parameters()):
-        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-5)  # Adam's bias corrections in float32, as torch's capturable Adam
+    for p, q in zip(ref.parameters(), mine.parameters(), strict=True):
+        # Adam's bias corrections in float32, as torch's capturable Adam
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-5)
 
 
 class _Ops(TorchDispatchMode):
-    """Records the aten ops that run; `_local_scalar_dense` is `.item()`: a host sync, which a CUDA graph cannot capture."""
+    """Records the aten ops that run; `_local_scalar_dense` is `.item()`: a host sync, which a CUDA graph cannot
+    capture."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,0 +1,97 @@
+"""Training N seed replicates as one fused model (nas20k.fused, HFTA) against N separate models, one after another.
+
+Same work on both sides: each replicate has its own seed, batch order and augmentation draws, batch 128, SGD of the
+default recipe, train mode (Dropout on). (a) separate: replicate 1's batches, then 2's, then 3's, each a plain model.
+(b) fused: at every step the N replicates' augmented batches are concatenated on the channel axis and take one
+forward, one `fused_loss`, one backward and one optimizer step. img/s counts every replicate's images. 1 thread,
+presets `firekind-6174` and `seed`; each side the best of `--repeats` timed runs of `--batches` batches per replicate,
+the two sides alternating, after one untimed short run of each. The last line is the geometric-mean ratio b/a.
+
+    python benchmarks/fused.py [--replicates 3] [--batches 40] [--repeats 3] [--data-dir ../shared/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+from nas20k.data import Split, augment, batches, load_mnist
+from nas20k.factory import PRESETS, ArchSpec
+from nas20k.fused import build_fused, fuse_inputs, fuse_states, fused_loss
+from nas20k.recipe import TrainConfig
+from nas20k.train import _optimizer
+
+CFG = TrainConfig(batch_size=128)
+
+
+def separate(spec: ArchSpec, train: Split, n: int, steps: int) -> float:
+    """Seconds to train n plain models for `steps` batches each, one model after another."""
+    start = time.perf_counter()
+    for seed in range(n):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        model = spec.build().train()
+        opt = _optimizer(model, CFG)
+        for idx in list(batches(len(train), CFG.batch_size, gen))[:steps]:
+            x = augment(train.x[idx], CFG.rotate, CFG.translate, gen, CFG.scale)
+            loss = F.cross_entropy(model(x), train.y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return time.perf_counter() - start
+
+
+def fused(spec: ArchSpec, train: Split, n: int, steps: int) -> float:
+    """Seconds to train the same n replicates (same seeds, batch orders, augmentation) as one fused model."""
+    start = time.perf_counter()
+    states, gens = [], [torch.Generator().manual_seed(seed) for seed in range(n)]
+    for seed in range(n):
+        torch.manual_seed(seed)
+        states.append(spec.build().state_dict())
+    model = build_fused(spec, n).train()
+    model.load_state_dict(fuse_states(spec, states))
+    opt = _optimizer(model, CFG)
+    orders = [list(batches(len(train), CFG.batch_size, gen))[:steps] for gen in gens]
+    for step_idx in zip(*orders, strict=True):
+        xs = [augment(train.x[idx], CFG.rotate, CFG.translate, gen, CFG.scale)
+              for idx, gen in zip(step_idx, gens, strict=True)]
+        loss = fused_loss(model(fuse_inputs(xs)), torch.stack([train.y[idx] for idx in step_idx]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--replicates", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=40, help="batches of 128 per replicate")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-dir", default="../shared/data")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    train = load_mnist(args.data_dir, val_size=500, limit=args.batches * CFG.batch_size, download=False).train
+    n, images = args.replicates, args.replicates * args.batches * CFG.batch_size
+    print(f"torch {torch.__version__}, 1 thread; {n} replicates x {args.batches} batches of {CFG.batch_size} "
+          f"({images:,} images per side), best of {args.repeats}")
+    ratios = []
+    for name in ("firekind-6174", "seed"):
+        spec = PRESETS[name]
+        separate(spec, train, n, 3), fused(spec, train, n, 3)  # warm-up: allocations, oneDNN kernels
+        a, b = math.inf, math.inf
+        for _ in range(args.repeats):  # alternating, so load from elsewhere on the machine hits both sides alike
+            a = min(a, separate(spec, train, n, args.batches))
+            b = min(b, fused(spec, train, n, args.batches))
+        ratios.append(a / b)
+        print(f"{name:>13} {spec.num_params():>6,} params: (a) {n} separate {images / a:7,.0f} img/s, "
+              f"(b) fused {images / b:7,.0f} img/s, ratio b/a {a / b:.2f}")
+    mean = math.exp(sum(map(math.log, ratios)) / len(ratios))
+    print(f"ratio fused/separate (geometric mean of {len(ratios)}): {mean:.2f}")
+
+
+if __name__ == "__main__":
+    main()
