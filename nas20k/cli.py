@@ -154,18 +154,10 @@ def _settings(run: dict, **more: Any) -> SearchSettings:
     return SearchSettings(**kept, **paths, **more)
 
 
-def _header(settings: SearchSettings) -> str:
-    d = settings.describe()
-    threads = f" x {d['threads']} thread{'s' * (d['threads'] != 1)}" if d["threads"] else ""
-    return (f"{d['device_name']} ({d['device']}), {d['precision']}{', channels_last' if d['channels_last'] else ''}, "
-            f"{d['workers']} worker{'s' * (d['workers'] != 1)}{threads}, torch {d['torch']}")
-
-
-def _note_mps(settings: SearchSettings) -> None:
-    """Several worker processes on one GPU take turns on it unless MPS runs (docs/design.md): say so."""
-    from nas20k.runtime import mps_running
-
-    if settings.torch_device.type == "cuda" and settings.workers > 1 and not mps_running():
+def _running_on(settings: SearchSettings) -> None:
+    """How the run executes, and the one caveat a GPU user needs (docs/design.md#gpu-notes)."""
+    out.print(f"running on {settings.header()}")
+    if settings.gpu_time_sliced():
         out.print("note: CUDA MPS is not running, so the GPU time-slices between the workers; "
                   "start it with `nvidia-cuda-mps-control -d` (docs/design.md)")
 
@@ -200,11 +192,24 @@ def _confirm(settings: SearchSettings, top: int, seeds: int, quiet: bool) -> Non
         return
     out.print(f"confirming the top {top} on up to {seeds} seeds each, raced: at most {at_most} run(s)")
     before = confirm.get_trials(deepcopy=False)
-    plan = Plan(target=trained_count(before) + at_most, workers=settings.workers, max_epochs=settings.budget.max_epochs)
+    plan = Plan(trained_count(before) + at_most, settings.workers, settings.budget.max_epochs, pruned=False)
     _run(settings, partial(confirm_worker, top=top, seeds=seeds), confirm,
          Reporter(out, plan, before, quiet, unit="runs"))
     runs = trained_count(confirm.get_trials(deepcopy=False)) - trained_count(before)
     out.print(f"confirmation: {runs} run(s) trained")
+    _note_winner(study)
+
+
+def _note_winner(study: optuna.Study) -> None:
+    """optuna-dashboard's best trial is the best single run, nas20k's the best mean over seeds: a note says which."""
+    from optuna_dashboard import save_note
+
+    from nas20k.record import StudyMeta, search_records
+    from nas20k.results import best_record
+
+    r = best_record(search_records(study), StudyMeta.of(study), study.study_name)
+    save_note(study, f"nas20k's winner (`nas20k best`): trial {r.number}, mean val score {r.mean_val():.2%} over "
+                     f"{r.n_seeds} seed(s). The dashboard's best trial is the best single run.")
 
 
 @app.command()
@@ -254,8 +259,7 @@ def search(
         aim = "highest val score" if goal == "accuracy" else f"fewest params with val score >= {target:.2%}"
         out.print(f"study {settings.study_name!r} ({settings.storage_url}): {held} -> {trials} trained, {aim}, "
                   f"< {max_params:,} params, <= {max_epochs} epochs, pruner {pruner}")
-        out.print(f"running on {_header(settings)}")
-        _note_mps(settings)
+        _running_on(settings)
         if queued["retries"]:
             out.print(f"first: retraining interrupted trial(s) {', '.join(f'#{n}' for n in queued['retries'])}")
         if queued["warm_start"]:
@@ -291,8 +295,7 @@ def confirm(
     if top < 1 or seeds < 1:
         raise UserError("--top and --seeds must be >= 1")
     settings = _settings(run, budget=meta.budget, goal=meta.goal)
-    out.print(f"running on {_header(settings)}")
-    _note_mps(settings)
+    _running_on(settings)
     _confirm(settings, top, seeds, run["quiet"])
     _show_ranked(study, max(top, 5))
 

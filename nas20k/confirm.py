@@ -24,6 +24,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from nas20k.data import check_files, default_data_dir
+from nas20k.lost import recover_lost_trials
 from nas20k.mission import Budget, Goal
 from nas20k.objective import run_candidate, worker_name
 from nas20k.record import (
@@ -54,7 +55,8 @@ def pooled_sd(candidates: list[TrialRecord]) -> float:
     return max(SIGMA_FLOOR, math.sqrt(sum((len(g) - 1) * statistics.variance(g) for g in groups) / dof))
 
 
-def next_run(candidates: list[TrialRecord], taken: dict[int, set[int]], seeds: int, goal: Goal, budget: Budget) -> tuple[int, int] | None:
+def next_run(candidates: list[TrialRecord], taken: dict[int, set[int]], seeds: int, goal: Goal,
+             budget: Budget) -> tuple[int, int] | None:
     """The next (search trial, seed) to train, or None when the race is over. `candidates` are the top ones in
     rank order with their finished seed runs; `taken` the seeds already running or queued per trial. Seeds go one
     at a time across the leader and the plausible challengers, fewest first (the leader first among equals); a
@@ -66,14 +68,16 @@ def next_run(candidates: list[TrialRecord], taken: dict[int, set[int]], seeds: i
 
     def plausible(c: TrialRecord) -> bool:
         margin = Z * sigma * math.sqrt(1 / max(c.n_seeds, 1) + 1 / max(leader.n_seeds, 1))
-        return goal.value(c.mean_val() + margin, c.params or 0, budget) >= goal.value(leader.mean_val(), leader.params or 0, budget)
+        return (goal.value(c.mean_val() + margin, c.params or 0, budget)
+                >= goal.value(leader.mean_val(), leader.params or 0, budget))
 
     racing = [leader, *(c for c in candidates[1:] if plausible(c))]
     started = {c.number: {s.seed for s in c.seeds} | taken.get(c.number, set()) for c in racing}
     behind = [c for c in racing if len(started[c.number]) < seeds]
     if not behind:
         return None
-    c = min(behind, key=lambda c: len(started[c.number]))  # one seed at a time across the race, the leader first among equals
+    # one seed at a time across the race, the leader first among equals
+    c = min(behind, key=lambda c: len(started[c.number]))
     own = c.candidate.train.seed
     return c.number, next(own + k for k in range(1, 10 * seeds) if own + k not in started[c.number])
 
@@ -89,7 +93,9 @@ def open_confirm_study(settings: SearchSettings) -> tuple[optuna.Study, optuna.S
     check_files(Path(settings.data_dir) if settings.data_dir else default_data_dir(), settings.download)
     study = load_study(settings.storage_url, settings.study_name)
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)  # a confirm may write its weights to a new folder
-    confirm = optuna.create_study(study_name=settings.study_name + CONFIRM_SUFFIX, storage=open_storage(settings.storage_url, settings.heartbeat),
+    confirm = optuna.create_study(study_name=settings.study_name + CONFIRM_SUFFIX,
+                                  storage=open_storage(settings.storage_url, settings.heartbeat,
+                                                       settings.storage_patience),
                                   direction="maximize", load_if_exists=True, pruner=optuna.pruners.NopPruner())
     confirm.set_metric_names(["val score"])
     with planning_lock(open_storage(settings.storage_url), settings.study_name):
@@ -109,7 +115,8 @@ def _queue_next(study: optuna.Study, confirm: optuna.Study, top: int, seeds: int
     nxt = next_run(candidates, taken, seeds, meta.goal, meta.budget)
     if nxt is not None:
         trial = next(c for c in candidates if c.number == nxt[0])
-        confirm.enqueue_trial({}, user_attrs={"confirms": nxt[0], "seed": nxt[1], "candidate": trial.candidate.to_dict(), "params": trial.params})
+        confirm.enqueue_trial({}, user_attrs={"confirms": nxt[0], "seed": nxt[1],
+                                              "candidate": trial.candidate.to_dict(), "params": trial.params})
     return nxt
 
 
@@ -123,7 +130,8 @@ def confirm_worker(w: Worker, top: int, seeds: int) -> None:
     """Queue the race's next run, train one queued run; until the race is over."""
     s = w.settings
     study = optuna.load_study(study_name=s.study_name, storage=w.storage)
-    confirm = optuna.load_study(study_name=s.study_name + CONFIRM_SUFFIX, storage=w.storage, pruner=optuna.pruners.NopPruner())
+    confirm = optuna.load_study(study_name=s.study_name + CONFIRM_SUFFIX, storage=w.storage,
+                                pruner=optuna.pruners.NopPruner())
 
     def objective(trial: optuna.Trial) -> float:
         a = trial.user_attrs
@@ -132,9 +140,11 @@ def confirm_worker(w: Worker, top: int, seeds: int) -> None:
             raise optuna.TrialPruned()
         base = Candidate.from_dict(a["candidate"])
         write(trial, worker=worker_name())
-        return run_candidate(trial, Candidate(base.spec, replace(base.train, seed=a["seed"])), w.data, w.runtime, w.store)
+        return run_candidate(trial, Candidate(base.spec, replace(base.train, seed=a["seed"])), w.data, w.runtime,
+                             w.store)
 
     while True:
+        recover_lost_trials(confirm)  # a run whose worker died is queued again, not counted as running (its seed)
         with planning_lock(w.storage, s.study_name):
             if _queue_next(study, confirm, top, seeds) is None and not _waiting(confirm):
                 return

@@ -28,4 +28,20 @@ def requeue_behind(study: optuna.Study, waiting: list[FrozenTrial]) -> None:
             continue
         storage.set_trial_user_attr(t._trial_id, "status", "requeued")
         if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-            study.enqueue_trial(t.system_attrs.get("fixed_params", {}), user_attrs={k: v for k, v in t.user_attrs.items() if k != "status"})
+            study.enqueue_trial(t.system_attrs.get("fixed_params", {}),
+                                user_attrs={k: v for k, v in t.user_attrs.items() if k != "status"})
+
+
+def trial_id(trial: FrozenTrial) -> int:
+    """`FrozenTrial._trial_id`: the storage's key of a trial, which every storage call that changes a trial takes
+    (failing a trial whose worker is gone, `lost.lose_trial`); a FrozenTrial has only its number publicly."""
+    return trial._trial_id
+
+
+# The private RDBStorage methods that Optuna's `_CachedStorage` (which `optuna.load_study` wraps every RDBStorage
+# in) calls on its backend instead of the public ones, and `_get_stale_trial_ids`, which `fail_stale_trials` calls:
+# `outage.PatientStorage` must retry these too, or a cached study's reads and trial creations would not ride out
+# an outage (checked against Optuna 5.0.0).
+CACHED_BACKEND_CALLS = (
+    "_create_new_trial", "_set_trial_param", "_get_trials", "_get_best_trial_id", "_get_stale_trial_ids",
+)

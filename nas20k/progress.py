@@ -33,6 +33,7 @@ class Plan:
     workers: int
     max_epochs: int
     confirm_runs: int = 0
+    pruned: bool = True  # False for confirmation runs: each trains all its epochs
 
 
 def prior_epochs(max_epochs: int, rungs: tuple[int, ...] = (1, 3, 9), keep: float = 1 / 3) -> float:
@@ -54,8 +55,12 @@ def estimate(recs: list[TrialRecord], plan: Plan) -> tuple[float, float] | None:
     if not epoch_seconds:
         return None
     sampled = [r.epochs for r in recs if r.trained and not r.warm_start]
-    per_trial = (_mean_se(sampled) if len(sampled) >= MIN_FINISHED
-                 else (prior_epochs(plan.max_epochs), prior_epochs(plan.max_epochs) / 3))
+    if not plan.pruned:  # confirmation runs
+        per_trial = (float(plan.max_epochs), 0.0)
+    elif len(sampled) >= MIN_FINISHED:
+        per_trial = _mean_se(sampled)
+    else:
+        per_trial = (prior_epochs(plan.max_epochs), prior_epochs(plan.max_epochs) / 3)
     sec = _mean_se(epoch_seconds[-50:])
     running = [r for r in recs if r.status == "running"]
     waiting = [r for r in recs if r.status == "waiting"]

@@ -118,6 +118,20 @@ class SearchSettings:
                 "cuda_graphs": rt.cuda_graphs and self.torch_device.type == "cuda",
                 "workers": self.workers, "threads": self.threads, "torch": torch.__version__}
 
+    def header(self) -> str:
+        """`describe()` in one line, for the first lines of search and confirm."""
+        d = self.describe()
+        threads = f" x {d['threads']} thread{'s' * (d['threads'] != 1)}" if d["threads"] else ""
+        layout = ", channels_last" if d["channels_last"] else ""
+        return (f"{d['device_name']} ({d['device']}), {d['precision']}{layout}, "
+                f"{d['workers']} worker{'s' * (d['workers'] != 1)}{threads}, torch {d['torch']}")
+
+    def gpu_time_sliced(self) -> bool:
+        """Several worker processes on one GPU take turns on it unless NVIDIA MPS runs (docs/design.md)."""
+        from nas20k.runtime import mps_running
+
+        return self.torch_device.type == "cuda" and self.workers > 1 and not mps_running()
+
     def validate(self) -> SearchSettings:
         if self.trials < 1:
             raise UserError(f"--trials must be >= 1, got {self.trials}")

@@ -1,5 +1,8 @@
 """Where studies live: storage URLs and their defaults, opening an RDB storage (SQLite file or a server), loading a
-study by name, and the planning lock that lets one process at a time decide what to enqueue."""
+study by name, and the planning lock that lets one process at a time decide what to enqueue.
+
+Reliability (docs/reliability.md): a worker's storage rides out an outage (outage.py), and a trial whose worker is
+gone is failed and queued again (lost.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from pathlib import Path
 import optuna
 import sqlalchemy.event
 import sqlalchemy.exc
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.study import StudyDirection
 
 from nas20k.errors import UserError
@@ -55,8 +58,11 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(url.split("///", 1)[-1]) if _scheme(url) == "sqlite" else None
 
 
-def open_storage(url: str, heartbeat: int | None = None) -> RDBStorage:
-    """An RDB storage (SQLite file or PostgreSQL/MySQL server) with heartbeats and retry of dead workers' trials."""
+def open_storage(url: str, heartbeat: int | None = None, patience: float | None = None, label: str = "") -> RDBStorage:
+    """An RDB storage (SQLite file or PostgreSQL/MySQL server) with heartbeats and retry of dead workers' trials.
+    With `patience` (a worker's, --storage-patience), its calls ride out an outage of up to that many seconds,
+    opening included; without (readers, the command's own process), a connection error fails at once, as does any
+    error that is not a lost connection (bad credentials, a missing database)."""
     if "://" not in url or _scheme(url) not in SCHEMES:
         raise StorageError(f"malformed storage URL {redact(url)!r}: expected sqlite:///path/to/file.db or postgresql://user:password@host/dbname")
     if (path := _sqlite_file(url)) is not None:
@@ -66,18 +72,26 @@ def open_storage(url: str, heartbeat: int | None = None) -> RDBStorage:
         engine_kwargs = {"connect_args": {"timeout": 60, "isolation_level": None}}
     else:
         engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    from nas20k.lost import RequeueLostTrial  # both import this module for its names
+    from nas20k.outage import Outage, PatientStorage, StorageUnavailable
+
+    outage = Outage(redact(url), patience, label)
     for attempt in range(5):
         try:
-            storage = RDBStorage(
+            storage = outage.call(
+                PatientStorage,
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat,
                 grace_period=2 * heartbeat if heartbeat else None,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2) if heartbeat else None,
+                heartbeat_stale_trial_callback=RequeueLostTrial() if heartbeat else None,
             )
+            storage.outage = outage
             if path is not None:
                 _serialize_sqlite(storage.engine)
             return storage
+        except StorageUnavailable:
+            raise
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as e:
             # Workers starting together on an empty database race to create Optuna's tables; the loser retries
             # (SQLite reports the race as OperationalError "table ... already exists").
@@ -103,7 +117,8 @@ def _serialize_sqlite(engine: sqlalchemy.engine.Engine) -> None:
 def load_study(url: str, study_name: str) -> optuna.Study:
     """An existing study, read-only use (best, trials, report, export, confirm)."""
     if (path := _sqlite_file(url)) is not None and not path.is_file():  # opening would create it
-        raise StorageError(f"no study database at {path}; run `nas20k search` (with the same --study-name / --storage) first")
+        raise StorageError(f"no study database at {path}; "
+                           "run `nas20k search` (with the same --study-name / --storage) first")
     storage = open_storage(url)
     names = [s.study_name for s in storage.get_all_studies()]
     if study_name not in names:

@@ -7,7 +7,8 @@ candidates do not count, and re-running the same command continues until N is re
 
 from __future__ import annotations
 
-import warnings
+import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas20k.data import check_files, default_data_dir
 from nas20k.errors import UserError
+from nas20k.lost import OWNER, lose_trial, recover_lost_trials, sibling
 from nas20k.objective import Objective
 from nas20k.optuna_private import requeue_behind
 from nas20k.pruners import make_pruner, pruner_epochs
@@ -25,7 +27,6 @@ from nas20k.space import params_of, warm_start
 from nas20k.storage import open_storage, planning_lock
 from nas20k.workers import BudgetError, Worker
 
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental" since v2.8
 MAX_REJECTED_IN_A_ROW = 200  # then the budget is too small for the space: stop instead of sampling forever
 WARM_PRUNE_FROM = 3  # a warm-start design after the first: judged from the second ASHA rung, not on one epoch
 
@@ -47,7 +48,8 @@ def _enqueue_warm_start(study: optuna.Study, settings: SearchSettings, meta: Stu
         return []
     starts = warm_start(settings.budget.max_epochs, settings.seed, settings.budget.max_params)
     for i, (name, candidate) in enumerate(starts.items()):
-        study.enqueue_trial(params_of(candidate), user_attrs={"warm_start": name, "prune_from": None if i == 0 else WARM_PRUNE_FROM})
+        prune_from = None if i == 0 else WARM_PRUNE_FROM
+        study.enqueue_trial(params_of(candidate), user_attrs={"warm_start": name, "prune_from": prune_from})
     meta.warm_started = list(starts)
     return meta.warm_started
 
@@ -77,7 +79,8 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
     settings.validate()
     check_files(Path(settings.data_dir) if settings.data_dir else default_data_dir(), settings.download)
     storage = open_storage(settings.storage_url, settings.heartbeat)
-    study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize", load_if_exists=True)
+    study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
+                                load_if_exists=True)
     meta = StudyMeta.of(study)
     if study.user_attrs:
         for key, value in {"budget": settings.budget, "goal": settings.goal}.items():
@@ -88,7 +91,8 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
     meta.trials_target = max(settings.trials, meta.trials_target)
     if (run := settings.describe()) not in meta.runtime:
         meta.runtime = [*meta.runtime, run]
-    study.set_metric_names(["val score" if settings.goal.kind == "accuracy" else f"val score, size bonus above {settings.goal.target:.2%}"])
+    study.set_metric_names(["val score" if settings.goal.kind == "accuracy"
+                            else f"val score, size bonus above {settings.goal.target:.2%}"])
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     with planning_lock(storage, settings.study_name):
         queued = {"warm_start": _enqueue_warm_start(study, settings, meta), "retries": _enqueue_retries(study)}
@@ -98,28 +102,65 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
 
 def search_worker(w: Worker) -> None:
     """Optimize the shared study until it holds --trials trained candidates (`Study.optimize`: it pops queued
-    trials first, beats the heartbeat and tells the result)."""
+    trials first, beats the heartbeat and tells the result). A trial whose worker is gone is never counted as
+    running: it is failed and queued again (`recover_lost_trials`), here at the start, after each trial and while
+    waiting for the last running ones (`_until_trained`)."""
     s = w.settings
     # Seeded by the study's progress too, so a resumed search does not replay the first run's samples.
     existing = len(optuna.load_study(study_name=s.study_name, storage=w.storage).get_trials(deepcopy=False))
-    study = optuna.load_study(study_name=s.study_name, storage=w.storage, sampler=make_sampler(s.seed + 1000 * w.index + existing),
+    study = optuna.load_study(study_name=s.study_name, storage=w.storage,
+                              sampler=make_sampler(s.seed + 1000 * w.index + existing),
                               pruner=make_pruner(s.pruner, s.budget.max_epochs))
     objective = Objective(w.data, s.budget, w.store, goal=s.goal, runtime=w.runtime, seed=s.seed,
                           pruner_epochs=pruner_epochs(s.pruner, s.budget.max_epochs))
 
     def stop_when_done(study: optuna.Study, _: FrozenTrial) -> None:
+        recover_lost_trials(study)
         trials = study.get_trials(deepcopy=False)
         # Other workers' running trials will count too: starting one more would leave this worker's core idle
         # while it trains past --trials (seen: a 51st trial trained for 12 minutes on one of two cores).
         running = sum(t.state == TrialState.RUNNING for t in trials)
         if trained_count(trials) + running >= s.trials:
             study.stop()
-        elif len(trials) >= MAX_REJECTED_IN_A_ROW and all(r.status == "rejected" for r in records(trials[-MAX_REJECTED_IN_A_ROW:])):
-            raise BudgetError(f"the last {MAX_REJECTED_IN_A_ROW} candidates were all rejected: --max-params {s.budget.max_params:,} "
-                              "leaves no room in the search space")
+        elif len(trials) >= MAX_REJECTED_IN_A_ROW and all(r.status == "rejected"
+                                                          for r in records(trials[-MAX_REJECTED_IN_A_ROW:])):
+            raise BudgetError(f"the last {MAX_REJECTED_IN_A_ROW} candidates were all rejected: "
+                              f"--max-params {s.budget.max_params:,} leaves no room in the search space")
 
-    if trained_count(study.get_trials(deepcopy=False)) < s.trials:
-        study.optimize(objective, callbacks=[stop_when_done])
+    _until_trained(study, w, lambda: study.optimize(objective, callbacks=[stop_when_done]))
+
+
+WAIT_POLL = 2.0  # seconds between looks at the trials this worker waits for
+
+
+def _until_trained(study: optuna.Study, w: Worker, optimize: Callable[[], None]) -> None:
+    """Run `optimize` until the study holds --trials trained candidates. When the trials still running would
+    reach it, wait for them rather than start more: they end trained, or their worker dies (this host: found at once;
+    another: once its heartbeat is stale) and they are queued again, for this worker to train."""
+    s, said = w.settings, False
+    unclaimed: dict[int, float] = {}  # RUNNING trials without an owner, since when (a trial created in an outage)
+    while True:
+        recover_lost_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        trained = trained_count(trials)
+        if trained >= s.trials:
+            return
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        if trained + len(running) < s.trials:
+            optimize()
+            continue
+        now = time.monotonic()
+        unclaimed = {t.number: unclaimed.get(t.number, now) for t in running if OWNER not in t.user_attrs}
+        for t in running:
+            if now - unclaimed.get(t.number, now) > 2 * s.heartbeat:  # its creator lost it: no owner, no heartbeat
+                lose_trial(study, t, "never claimed by a worker (created while the storage was failing)")
+        others = [str(t.user_attrs.get(OWNER, "?")) for t in running if not sibling(t.user_attrs.get(OWNER))]
+        if others and not said and w.index == 0:
+            print(f"waiting for {len(others)} trial(s) of other runs ({', '.join(sorted(others)[:4])}) to finish; "
+                  "one whose worker is gone is retrained here (another host's once its heartbeat is "
+                  f"{2 * s.heartbeat} s old)", flush=True)
+            said = True
+        time.sleep(WAIT_POLL)
 
 
 PROBE_BATCHES = 12
@@ -138,7 +179,8 @@ def probe_seconds_per_epoch(settings: SearchSettings, study: optuna.Study) -> fl
     if first is not None and first.retry_of is not None:
         candidate = recs[first.retry_of].candidate
     elif first is not None and first.warm_start:
-        candidate = warm_start(settings.budget.max_epochs, settings.seed, settings.budget.max_params).get(first.warm_start)
+        starts = warm_start(settings.budget.max_epochs, settings.seed, settings.budget.max_params)
+        candidate = starts.get(first.warm_start)
     else:
         return None
     cfg = replace(candidate.train, epochs=1, recalibrate_bn=False)
@@ -146,7 +188,8 @@ def probe_seconds_per_epoch(settings: SearchSettings, study: optuna.Study) -> fl
     torch.set_num_threads(settings.threads or threads)
     try:
         runtime = settings.runtime()
-        data = load_mnist(settings.data_dir, val_size=100, limit=cfg.batch_size * PROBE_BATCHES, device=runtime.device, download=False)
+        data = load_mnist(settings.data_dir, val_size=100, limit=cfg.batch_size * PROBE_BATCHES,
+                          device=runtime.device, download=False)
         seconds = train(candidate.spec, cfg, data, runtime=runtime, eval_epochs=()).history[0].seconds
     finally:
         torch.set_num_threads(threads)

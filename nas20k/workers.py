@@ -3,6 +3,7 @@ sharing the study through its storage; progress polled every second; Ctrl-C and 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -18,6 +19,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
 from nas20k.data import Mnist, load_mnist
+from nas20k.outage import gave_up, gave_up_message
 from nas20k.runtime import Runtime
 from nas20k.settings import SearchSettings
 from nas20k.signals import catch_signals
@@ -54,9 +56,15 @@ def _start_worker(settings: SearchSettings, index: int) -> Worker:
         torch.set_num_threads(settings.threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     runtime = settings.runtime(index)
-    data = load_mnist(settings.data_dir, val_size=settings.val_size, limit=settings.limit, device=runtime.device, download=False)
+    data = load_mnist(settings.data_dir, val_size=settings.val_size, limit=settings.limit, device=runtime.device,
+                      download=False)
     store = FileSystemArtifactStore(str(settings.artifacts_dir))
-    return Worker(index, settings, runtime, data, store, open_storage(settings.storage_url, settings.heartbeat))
+    label = f"worker {index}: " if settings.workers > 1 else ""
+    storage = open_storage(settings.storage_url, settings.heartbeat, patience=settings.storage_patience, label=label)
+    return Worker(index, settings, runtime, data, store, storage)
+
+
+STORAGE_EXIT = 75  # a worker's exit code when its storage stayed unreachable past --storage-patience (EX_TEMPFAIL)
 
 
 def _process(task: Task, settings: SearchSettings, index: int) -> None:
@@ -67,6 +75,10 @@ def _process(task: Task, settings: SearchSettings, index: int) -> None:
     except BudgetError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(3) from None
+    except Exception as e:
+        if gave_up(e):  # the parent says so, once for all workers
+            raise SystemExit(STORAGE_EXIT) from None
+        raise
 
 
 def run_workers(settings: SearchSettings, task: Task, trials: Callable[[], list[FrozenTrial]],
@@ -86,13 +98,19 @@ def run_workers(settings: SearchSettings, task: Task, trials: Callable[[], list[
         watcher.start()
     try:
         if settings.workers == 1:
-            task(_start_worker(settings, 0))
+            try:
+                task(_start_worker(settings, 0))
+            except Exception as e:
+                if gave_up(e):
+                    raise WorkerError(gave_up_message(settings.storage_url, settings.storage_patience)) from None
+                raise
         else:
             _run_processes(settings, task)
     finally:
         done.set()
         if on_progress:
-            on_progress(trials())
+            with contextlib.suppress(Exception):  # the storage may be the reason the workers stopped
+                on_progress(trials())
 
 
 def _run_processes(settings: SearchSettings, task: Task) -> None:
@@ -114,6 +132,8 @@ def _run_processes(settings: SearchSettings, task: Task) -> None:
             if p.is_alive():
                 p.terminate()
         raise
+    if any(p.exitcode == STORAGE_EXIT for p in procs):
+        raise WorkerError(gave_up_message(settings.storage_url, settings.storage_patience))
     failed = [f"worker {i} exited with code {p.exitcode}" for i, p in enumerate(procs) if p.exitcode not in (0, None)]
     if failed:
         raise WorkerError("; ".join(failed) + " (its trial is failed and retried; rerun the command to continue)")

@@ -45,3 +45,9 @@ def test_estimate_counts_queued_unpruned_designs_and_the_rest_at_their_mean_epoc
 def test_the_live_line_labels_the_epoch_and_shows_the_last_val():
     text = running_text([trial(7, "running", 3)], 20)
     assert text == "#7 ep 4/20 val 99.0%"  # epoch 3 was evaluated; epoch 2 (None) is skipped
+
+
+def test_confirmation_runs_are_counted_at_all_their_epochs():
+    """A confirmation run is never pruned: 4 runs left of 20 epochs at 10 s, 2 workers: 400 s, whatever the prior."""
+    recs = [trial(0, "complete", 20)]
+    assert estimate(recs, Plan(target=5, workers=2, max_epochs=20, pruned=False)) == pytest.approx((400.0, 400.0))

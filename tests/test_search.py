@@ -1,4 +1,5 @@
-"""The objective, the gate, the goal, the warm start, selection and the search/best/export commands, on a small real subset."""
+"""The objective, the gate, the goal, the warm start, selection and the search/best/export commands, on a small
+real subset."""
 
 import dataclasses
 import json
@@ -19,20 +20,22 @@ from nas20k.data import load_mnist
 from nas20k.factory import PRESETS, ArchSpec
 from nas20k.mission import Budget, Goal
 from nas20k.objective import Objective
+from nas20k.pruners import pruner_epochs
 from nas20k.recipe import TrainConfig
 from nas20k.record import StudyMeta, TrialRecord, records, search_records
 from nas20k.results import best_record
 from nas20k.settings import SearchSettings
 from nas20k.space import Candidate, params_of, warm_start
 from nas20k.storage import open_storage
-from nas20k.pruners import pruner_epochs
 from nas20k.study import WARM_PRUNE_FROM, _enqueue_retries, prepare
 
-RECIPE = TrainConfig(epochs=1, batch_size=64, optimizer="adam", lr=0.01, nesterov=False, weight_decay=1e-5, schedule="onecycle",
-                     label_smoothing=0.0, rotate=0.0, translate=0.0)
-CHEAP = ArchSpec(blocks=((8,), (16, 16)), transitions=(0,), head="gap", dropout=0.05, dropout_after=(0,), padding=(0, 0))
+RECIPE = TrainConfig(epochs=1, batch_size=64, optimizer="adam", lr=0.01, nesterov=False, weight_decay=1e-5,
+                     schedule="onecycle", label_smoothing=0.0, rotate=0.0, translate=0.0)
+CHEAP = ArchSpec(blocks=((8,), (16, 16)), transitions=(0,), head="gap", dropout=0.05, dropout_after=(0,),
+                 padding=(0, 0))
 SMALL_NET = params_of(Candidate(CHEAP, RECIPE))  # a cheap design the space expresses, with a plain recipe
-BIG = {**SMALL_NET, "head": "fc", "b2_pad": 1, "b2_convs": 3, "b2_w1": 32, "b2_w2": 32, "b2_w3": 32}  # fc over 13x13x32: > 20k
+# fc over 13x13x32: > 20k
+BIG = {**SMALL_NET, "head": "fc", "b2_pad": 1, "b2_convs": 3, "b2_w1": 32, "b2_w2": 32, "b2_w3": 32}
 
 
 def make_study() -> optuna.Study:
@@ -50,7 +53,8 @@ def test_gate_rejects_over_budget_without_training(mnist, monkeypatch, tmp_path)
     study.optimize(Objective(mnist, Budget(), FileSystemArtifactStore(str(tmp_path))), n_trials=1)
     trial = study.trials[0]
     assert trial.state == TrialState.PRUNED and status(trial) == "rejected"
-    assert trial.user_attrs["params"] >= 20_000 and f"{trial.user_attrs['params']:,} params" in trial.user_attrs["reason"]
+    assert trial.user_attrs["params"] >= 20_000
+    assert f"{trial.user_attrs['params']:,} params" in trial.user_attrs["reason"]
     assert trial.constraints["over_budget"] == trial.user_attrs["params"] - 20_000 + 1  # the sampler sees how far over
     assert not list(tmp_path.iterdir())  # no weights
 
@@ -78,7 +82,8 @@ def test_diverged_candidate_is_recorded_and_the_search_goes_on(mnist, tmp_path):
     with pytest.warns(UserWarning, match="out of"):  # the forcing learning rate is outside the space on purpose
         study.optimize(Objective(mnist, Budget(max_epochs=1), FileSystemArtifactStore(str(tmp_path))), n_trials=2)
     diverged, ok = study.trials
-    assert status(diverged) == "diverged" and diverged.state == TrialState.PRUNED and "NaN/inf" in diverged.user_attrs["reason"]
+    assert status(diverged) == "diverged" and diverged.state == TrialState.PRUNED
+    assert "NaN/inf" in diverged.user_attrs["reason"]
     assert status(ok) == "complete" and ok.value is not None
     assert record(diverged).trained and record(ok).trained  # both count against --trials
 
@@ -101,7 +106,8 @@ def test_objective_scores_and_prunes_on_validation_only(mnist, tmp_path, monkeyp
     assert r.test_acc == sentinel and r.test_acc_last3 == sentinel  # the test split was measured, for the record
     assert t.intermediate_values == {h["epoch"]: h["val_acc"] for h in r.history}  # the pruner sees validation accuracy
     assert sentinel not in t.intermediate_values.values() and all(h["val_acc"] != sentinel for h in r.history)
-    assert t.value == pytest.approx(sum(h["val_acc"] for h in r.history) / 2) == r.val_score  # mean of the last (up to 3) epochs
+    # the score: the mean of the last (up to 3) epochs
+    assert t.value == pytest.approx(sum(h["val_acc"] for h in r.history) / 2) == r.val_score
     assert r.weights and r.seconds > 0 and r.candidate.spec == CHEAP
 
 
@@ -127,7 +133,8 @@ def test_warm_start_trials_are_pruned_only_from_the_epoch_they_were_queued_with(
     study.enqueue_trial(SMALL_NET, user_attrs={"warm_start": "lead", "prune_from": None})
     study.enqueue_trial(SMALL_NET, user_attrs={"warm_start": "next", "prune_from": WARM_PRUNE_FROM})
     study.enqueue_trial(SMALL_NET)
-    objective = Objective(mnist, Budget(max_epochs=4), FileSystemArtifactStore(str(tmp_path)), pruner_epochs=pruner_epochs("asha", 4))
+    objective = Objective(mnist, Budget(max_epochs=4), FileSystemArtifactStore(str(tmp_path)),
+                          pruner_epochs=pruner_epochs("asha", 4))
     study.optimize(objective, n_trials=3)
     lead, warm, other = records(study.trials)
     assert lead.status == "complete" and lead.epochs == 4
@@ -138,10 +145,12 @@ def test_warm_start_trials_are_pruned_only_from_the_epoch_they_were_queued_with(
 def test_a_search_trial_evaluates_only_the_epochs_the_pruner_or_the_score_read(mnist, tmp_path):
     """ASHA reads epochs 1, 3, 9; the score the last 3: at 12 epochs, epochs 2, 4-8 skip validation (and the
     BatchNorm recalibration before it); the new study's first queued design is trained as it always was."""
-    assert pruner_epochs("asha", 12) == {1, 3, 9} and pruner_epochs("none", 12) == set() and pruner_epochs("asha3", 20) == {3, 9}
+    assert pruner_epochs("asha", 12) == {1, 3, 9} and pruner_epochs("none", 12) == set()
+    assert pruner_epochs("asha3", 20) == {3, 9}
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     study.enqueue_trial({**SMALL_NET, "batch_size": 256}, user_attrs={"warm_start": "lead", "prune_from": None})
-    objective = Objective(mnist, Budget(max_epochs=12), FileSystemArtifactStore(str(tmp_path)), pruner_epochs=pruner_epochs("asha", 12))
+    objective = Objective(mnist, Budget(max_epochs=12), FileSystemArtifactStore(str(tmp_path)),
+                          pruner_epochs=pruner_epochs("asha", 12))
     study.optimize(objective, n_trials=1)
     (r,) = records(study.trials)
     assert [h["epoch"] for h in r.history if h["val_acc"] is not None] == [1, 3, 9, 10, 11, 12]
@@ -151,7 +160,8 @@ def test_a_search_trial_evaluates_only_the_epochs_the_pruner_or_the_score_read(m
 def test_a_warm_start_trial_fills_the_pruners_rungs(mnist, tmp_path):
     """ASHA records a trial's rung values only when asked: a trial it may not prune is asked all the same, or
     the next trials would meet empty rungs (seen: a 3k-param net at 85 % after epoch 1 promoted to the end)."""
-    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
     study.enqueue_trial(SMALL_NET, user_attrs={"warm_start": "cheap"})
     study.optimize(Objective(mnist, Budget(max_epochs=2), FileSystemArtifactStore(str(tmp_path))), n_trials=1)
     assert "completed_rung_0" in study.trials[0].system_attrs  # where Optuna's successive halving keeps a rung value
@@ -177,7 +187,8 @@ def settings(tmp_path, **kw) -> SearchSettings:
 
 
 def waiting(study: optuna.Study) -> list[tuple[str, dict]]:
-    return [(t.user_attrs.get("warm_start"), t.system_attrs["fixed_params"]) for t in study.get_trials(states=(TrialState.WAITING,))]
+    return [(t.user_attrs.get("warm_start"), t.system_attrs["fixed_params"])
+            for t in study.get_trials(states=(TrialState.WAITING,))]
 
 
 def under(max_params: int) -> list[str]:
@@ -186,13 +197,16 @@ def under(max_params: int) -> list[str]:
 
 
 @pytest.mark.parametrize("max_params, names", [
-    (20_000, ["nas20k-14088", "nas20k-7458", "nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070"]),
-    (8000, ["nas20k-7458", "nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070", "nas20k-14088-scaled"]),
-    (6500, ["nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle", "nas20k-14088-scaled", "nas20k-7458-scaled",
-            "nitinvig-7070-scaled"]),
-    (6000, ["nas20k-5826", "public-3762", "nas20k-14088-scaled", "nas20k-7458-scaled", "firekind-6174-scaled", "firekind-6174-onecycle-scaled",
-            "nitinvig-7070-scaled"]),
-    (3000, ["firekind-6174-scaled", "firekind-6174-onecycle-scaled"]),  # ours scaled to fit (2,922 params and less) have widths below the space's ranges: skipped, not a crash
+    (20_000, ["nas20k-14088", "nas20k-7458", "nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle",
+              "nitinvig-7070"]),
+    (8000, ["nas20k-7458", "nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070",
+            "nas20k-14088-scaled"]),
+    (6500, ["nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle", "nas20k-14088-scaled",
+            "nas20k-7458-scaled", "nitinvig-7070-scaled"]),
+    (6000, ["nas20k-5826", "public-3762", "nas20k-14088-scaled", "nas20k-7458-scaled", "firekind-6174-scaled",
+            "firekind-6174-onecycle-scaled", "nitinvig-7070-scaled"]),
+    # ours scaled to fit (2,922 params and less) have widths below the space's ranges: skipped, not a crash
+    (3000, ["firekind-6174-scaled", "firekind-6174-onecycle-scaled"]),
     (1000, []),  # not even a tenth of the widths fits, except nitinvig-7070 at width 4, which the space cannot express
 ])
 def test_a_new_study_queues_the_presets_under_budget_first(tmp_path, max_params, names):
@@ -212,8 +226,10 @@ def test_a_design_over_budget_starts_scaled_with_its_recipe(max_params):
         assert start.spec.num_params() < max_params
         assert name.endswith("-scaled") == (original.spec.num_params() >= max_params)
         assert start.train == original.train  # the same recipe
-        assert [len(b) for b in start.spec.blocks] == [len(b) for b in original.spec.blocks]  # the same layout, narrower
-        assert dataclasses.replace(start.spec, blocks=original.spec.blocks, transitions=original.spec.transitions) == original.spec
+        # the same layout, narrower
+        assert [len(b) for b in start.spec.blocks] == [len(b) for b in original.spec.blocks]
+        widened = dataclasses.replace(start.spec, blocks=original.spec.blocks, transitions=original.spec.transitions)
+        assert widened == original.spec
 
 
 def test_no_warm_start_queues_none_and_a_resumed_study_does_not_requeue(tmp_path):
@@ -303,7 +319,8 @@ def test_search_resumes_a_study(study_copy):
     after = _states(db)
     assert after[:3] == first[:3]  # the same study, continued: its finished trials untouched
     assert first[3:] == [(n, "WAITING") for n in range(3, len(under(20_000)))]  # the rest of the warm start, queued
-    assert after[3][1] in ("COMPLETE", "PRUNED") and after[4:] == first[4:]  # the 4th design trained next, the rest still queued
+    # the 4th design trained next, the rest still queued
+    assert after[3][1] in ("COMPLETE", "PRUNED") and after[4:] == first[4:]
     study = load(study_copy)
     assert trained(study) == 4 and all(t.state != TrialState.RUNNING for t in study.trials)
     assert study.user_attrs["warm_started"] == under(20_000)  # not queued again
@@ -313,10 +330,12 @@ def test_search_resumes_a_study(study_copy):
 def test_best_shows_checklist_and_export_round_trips(study_copy, data_dir):
     r = cli("best", "--export", "out", cwd=study_copy)
     assert r.exit_code == 0, r.output
-    for line in ("BatchNorm used", "Dropout used", "GAP or FC head", "test accuracy, mean of last 3 epochs over 1 seed >= 99.4%", "epochs <= 1", "over 1 seed(s)"):
+    for line in ("BatchNorm used", "Dropout used", "GAP or FC head",
+                 "test accuracy, mean of last 3 epochs over 1 seed >= 99.4%", "epochs <= 1", "over 1 seed(s)"):
         assert line in r.stdout
     out = study_copy / "out"
-    assert {p.name for p in out.iterdir()} >= {"model.pt2", "model.pt", "spec.json", "metrics.json", "summary.txt", "history.csv"}
+    assert {p.name for p in out.iterdir()} >= {"model.pt2", "model.pt", "spec.json", "metrics.json", "summary.txt",
+                                               "history.csv"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"params", "epochs", "val_acc", "test_acc", "mean", "std", "trial", "study", "seeds"} <= set(metrics)
     assert metrics["trial"] == best(load(study_copy)).number and len(metrics["seeds"]) == 1
@@ -330,7 +349,8 @@ def test_best_shows_checklist_and_export_round_trips(study_copy, data_dir):
         assert model(x[:1]).shape == (1, 10) and model(x[:7]).shape == (7, 10)  # dynamic batch
     assert acc == pytest.approx(metrics["test_acc"], abs=1e-6)
     state = torch.load(out / "model.pt", weights_only=True)
-    assert sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))) == metrics["params"]
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    assert sum(v.numel() for k, v in state.items() if not k.endswith(buffers)) == metrics["params"]
 
 
 def test_best_default_export_dir(study_copy):
