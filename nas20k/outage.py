@@ -17,19 +17,20 @@ from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from nas20k.errors import UserError
 from nas20k.lost import OWNER, mark_lost, owner_name
 from nas20k.optuna_private import CACHED_BACKEND_CALLS, trial_id
-from nas20k.storage import StorageError, redact
 
 FIRST_DELAY, MAX_DELAY = 0.5, 4.0  # seconds between tries of a storage call during an outage, doubling
 
 
-class StorageUnavailable(StorageError):
+class StorageUnavailable(UserError):
     """The storage stayed unreachable for longer than --storage-patience: the run stops (docs/reliability.md)."""
 
 
-def gave_up_message(url: str, patience: float) -> str:
-    return (f"storage {redact(url)} still unreachable after --storage-patience {patience:g} s; stopped. "
+def gave_up_message(where: str, patience: float) -> str:
+    """`where`: the storage URL without its password (`storage.redact`)."""
+    return (f"storage {where} still unreachable after --storage-patience {patience:g} s; stopped. "
             "Rerun the same command once it is back: the trials that were training are retrained")
 
 

@@ -23,7 +23,7 @@ from nas20k.outage import gave_up, gave_up_message
 from nas20k.runtime import Runtime
 from nas20k.settings import SearchSettings
 from nas20k.signals import catch_signals
-from nas20k.storage import open_storage
+from nas20k.storage import open_storage, redact
 
 
 class BudgetError(RuntimeError):
@@ -102,7 +102,8 @@ def run_workers(settings: SearchSettings, task: Task, trials: Callable[[], list[
                 task(_start_worker(settings, 0))
             except Exception as e:
                 if gave_up(e):
-                    raise WorkerError(gave_up_message(settings.storage_url, settings.storage_patience)) from None
+                    where = redact(settings.storage_url)
+                    raise WorkerError(gave_up_message(where, settings.storage_patience)) from None
                 raise
         else:
             _run_processes(settings, task)
@@ -133,7 +134,7 @@ def _run_processes(settings: SearchSettings, task: Task) -> None:
                 p.terminate()
         raise
     if any(p.exitcode == STORAGE_EXIT for p in procs):
-        raise WorkerError(gave_up_message(settings.storage_url, settings.storage_patience))
+        raise WorkerError(gave_up_message(redact(settings.storage_url), settings.storage_patience))
     failed = [f"worker {i} exited with code {p.exitcode}" for i, p in enumerate(procs) if p.exitcode not in (0, None)]
     if failed:
         raise WorkerError("; ".join(failed) + " (its trial is failed and retried; rerun the command to continue)")
