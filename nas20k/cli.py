@@ -79,11 +79,6 @@ app = typer.Typer(cls=Cli, no_args_is_help=True, pretty_exceptions_enable=False,
                        "<= 20 epochs, >= 99.4 % test).")
 
 
-def show_checklist(lines: list[tuple[str, bool | None]]) -> None:
-    for line, ok in lines:
-        out.print(f"  {MARK[ok]} {line}")
-
-
 @app.command("train")
 @add_options(recipe_options(), into="recipe_flags")
 @add_options({**DEVICE_OPTIONS, **DATA_OPTIONS}, into="run")
@@ -369,7 +364,8 @@ def best(
         out.print(f"ran on: {run.get('device_name', '?')}, {run.get('precision', 'fp32')}, "
                   f"{run.get('workers')} worker(s), torch {run.get('torch')}")
     out.print(summary(r.candidate.spec))
-    show_checklist(record_checklist(r, meta))
+    for line, ok in record_checklist(r, meta):
+        out.print(f"  {MARK[ok]} {line}")
     if export_model:
         from nas20k.export import export
 

@@ -269,9 +269,10 @@ PRESETS: dict[str, ArchSpec] = {
     # #290 and #329, chosen on validation, confirmed on 5 seeds): firekind's layout again, with other widths.
     "nas20k-7458": ArchSpec(blocks=((12, 10), (10, 14), (18, 10)), transitions=(0, 0), head="direct",
                             dropout=0.06586064683528771, dropout_after=(1, 3), padding=(1, 1, 0)),
-    # The smallest public net reported at >= 99.4 % (3,762 params in torch, here too; ../shared/NOTES.md): three stages
-    # of three 3x3 convs, 4-4-4 | 8-8-8 | 8-8-8, a max-pool after stages 1 and 2, dropout 0.01, GAP then a 1x1 conv
-    # 8 -> 10. Theirs: GAP before the 1x1 conv, BatchNorm after each conv, dropout placement per their notebook.
+    # The smallest public net reported at >= 99.4 % (3,762 params in torch, here too; docs/design.md#presets):
+    # three stages of three 3x3 convs, 4-4-4 | 8-8-8 | 8-8-8, a max-pool after stages 1 and 2, dropout 0.01, GAP
+    # then a 1x1 conv 8 -> 10. Theirs: GAP before the 1x1 conv, BatchNorm after each conv, dropout placement per
+    # their notebook.
     # Here: the 1x1 conv before the GAP (the same function: both are linear), conv -> BN -> ReLU, Dropout after the
     # last conv of stages 1 and 2 (before each pool), padding 1 in every stage (their padding is not published;
     # 28 -> 14 -> 7 keeps the last stage at 7x7). Same parameters.

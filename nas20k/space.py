@@ -1,6 +1,7 @@
 """The search space, define-by-run: the only module that calls `trial.suggest_*`.
 
-It holds the moves hand-tuned small MNIST nets use (../shared/NOTES.md): padding 1 early so 28x28 lasts,
+It holds the moves hand-tuned small MNIST nets use (docs/design.md#candidate-and-search-space):
+padding 1 early so 28x28 lasts,
 a plain max-pool or a 1x1 squeeze + max-pool, bias-free convs before BatchNorm, heads that end in a conv to
 the classes and a global average pool, little dropout, SGD/Adam/AdamW with OneCycle or one step drop whose
 epoch is searched (as a fraction of the epoch budget), rotation and shift. `params_of` is suggest's inverse,

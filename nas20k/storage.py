@@ -58,11 +58,13 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(url.split("///", 1)[-1]) if _scheme(url) == "sqlite" else None
 
 
-def open_storage(url: str, heartbeat: int | None = None, patience: float | None = None, label: str = "") -> RDBStorage:
+def open_storage(url: str, heartbeat: int | None = None, patience: float | None = None, label: str = "",
+                 wait_to_open: bool = True) -> RDBStorage:
     """An RDB storage (SQLite file or PostgreSQL/MySQL server) with heartbeats and retry of dead workers' trials.
     With `patience` (a worker's, --storage-patience), its calls ride out an outage of up to that many seconds,
-    opening included; without (readers, the command's own process), a connection error fails at once, as does any
-    error that is not a lost connection (bad credentials, a missing database)."""
+    opening too unless not `wait_to_open` (a command's first contact: a URL that never answered is more likely a
+    typo than an outage); without, a connection error fails at once, as does any error that is not a lost
+    connection (bad credentials, a missing database)."""
     if "://" not in url or _scheme(url) not in SCHEMES:
         raise StorageError(f"malformed storage URL {redact(url)!r}: expected sqlite:///path/to/file.db or postgresql://user:password@host/dbname")
     if (path := _sqlite_file(url)) is not None:
@@ -76,9 +78,10 @@ def open_storage(url: str, heartbeat: int | None = None, patience: float | None 
     from nas20k.outage import Outage, PatientStorage, StorageUnavailable
 
     outage = Outage(redact(url), patience, label)
+    opener = outage if wait_to_open else Outage(redact(url), None, label)
     for attempt in range(5):
         try:
-            storage = outage.call(
+            storage = opener.call(
                 PatientStorage,
                 url,
                 engine_kwargs=engine_kwargs,
