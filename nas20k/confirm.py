@@ -95,7 +95,7 @@ def open_confirm_study(settings: SearchSettings) -> tuple[optuna.Study, optuna.S
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)  # a confirm may write its weights to a new folder
     confirm = optuna.create_study(study_name=settings.study_name + CONFIRM_SUFFIX,
                                   storage=open_storage(settings.storage_url, settings.heartbeat,
-                                                       settings.storage_patience, wait_to_open=False),
+                                                       settings.storage_patience, "confirm: ", wait_to_open=False),
                                   direction="maximize", load_if_exists=True, pruner=optuna.pruners.NopPruner())
     confirm.set_metric_names(["val score"])
     with planning_lock(open_storage(settings.storage_url), settings.study_name):

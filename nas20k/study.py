@@ -78,7 +78,8 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
     was queued."""
     settings.validate()
     check_files(Path(settings.data_dir) if settings.data_dir else default_data_dir(), settings.download)
-    storage = open_storage(settings.storage_url, settings.heartbeat, settings.storage_patience, wait_to_open=False)
+    storage = open_storage(settings.storage_url, settings.heartbeat, settings.storage_patience, "search: ",
+                           wait_to_open=False)
     study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
                                 load_if_exists=True)
     meta = StudyMeta.of(study)

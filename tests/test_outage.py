@@ -372,7 +372,8 @@ def test_an_outage_past_the_patience_stops_the_run_in_one_line_and_the_rerun_fin
     finally:
         postgres("start")
     assert code == 1, err
-    assert [line for line in err.splitlines() if not line.startswith("worker ")] == [
+    # each worker, and the command's own reader of the study, say when they wait
+    assert [line for line in err.splitlines() if not line.startswith(("worker ", "search: "))] == [
         f"error: storage {redact(pg)} still unreachable after --storage-patience 3 s; stopped. "
         "Rerun the same command once it is back: the trials that were training are retrained"]
     left = [n for n, _ in trials_in(pg, name, "RUNNING")]  # the stopped workers' trials: no one to say otherwise
