@@ -24,9 +24,9 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from nas20k.data import check_files, default_data_dir
-from nas20k.lost import recover_lost_trials
+from nas20k.lost import owner_name, recover_lost_trials
 from nas20k.mission import Budget, Goal
-from nas20k.objective import run_candidate, worker_name
+from nas20k.objective import run_candidate
 from nas20k.record import (
     CONFIRM_SUFFIX,
     StudyMeta,
@@ -139,7 +139,7 @@ def confirm_worker(w: Worker, top: int, seeds: int) -> None:
             write(trial, status="rejected", reason="no confirmation run was left to take")
             raise optuna.TrialPruned()
         base = Candidate.from_dict(a["candidate"])
-        write(trial, worker=worker_name())
+        write(trial, worker=owner_name())
         return run_candidate(trial, Candidate(base.spec, replace(base.train, seed=a["seed"])), w.data, w.runtime,
                              w.store)
 

@@ -14,12 +14,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas20k.optuna_private import storage_of, trial_id
 
-OWNER = "worker"  # the user attr naming the process that runs a trial, "host:pid" (objective.worker_name)
+OWNER = "worker"  # the user attr naming the process that runs a trial, "host:pid" (owner_name)
 MAX_RETRY = 2  # a trial whose worker is gone is queued again at most this often (a candidate that kills its worker)
 
 
 def owner_name() -> str:
-    """host:pid of this process, as `objective.worker_name` writes it (not imported: that module imports torch)."""
+    """host:pid of this process: the `worker` every trial records, and what tells a dead owner from a live one."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 

@@ -6,8 +6,6 @@ validation accuracy to the pruner. What the trial records goes through `record.w
 
 from __future__ import annotations
 
-import os
-import socket
 import statistics
 import tempfile
 import time
@@ -21,17 +19,13 @@ from optuna.artifacts import upload_artifact
 
 from nas20k.data import Mnist
 from nas20k.factory import SpecError
+from nas20k.lost import owner_name
 from nas20k.mission import Budget, Goal
 from nas20k.record import SCORE_EPOCHS, prune_from, write
 from nas20k.runtime import Runtime
 from nas20k.signals import signal_name
 from nas20k.space import Candidate, suggest
 from nas20k.train import EpochStats, TrainResult, train
-
-
-def worker_name() -> str:
-    """host:pid, recorded on every trial a worker takes: who owns a RUNNING trial."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_candidate(trial: optuna.Trial, candidate: Candidate, data: Mnist, runtime: Runtime,
@@ -105,7 +99,7 @@ class Objective:
             write(trial, status="interrupted",
                   reason=f"interrupted by {signal_name(e)} while sampling, before training; nothing to retrain")
             raise
-        write(trial, candidate=candidate.to_dict(), worker=worker_name())
+        write(trial, candidate=candidate.to_dict(), worker=owner_name())
         try:
             params = candidate.spec.num_params()
         except SpecError as e:  # shape errors are caught from the spec, like the budget: zero cost

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -153,6 +153,3 @@ class SearchSettings:
         self.budget.validate()
         self.goal.validate()
         return self
-
-    def with_budget(self, budget: Budget, goal: Goal) -> SearchSettings:
-        return replace(self, budget=budget, goal=goal)
