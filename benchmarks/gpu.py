@@ -8,6 +8,8 @@ prints one line and exits 0).
     recipe, batch 128) with graphs at the same time, as a search's workers share one GPU: images of the epochs after
     the first, over the time from the first worker finishing its first epoch to the last worker finishing (this
     depends on CUDA MPS: without it the GPU time-slices between processes; the first line says which);
+(4) the same with 4 and 8 worker threads of one process, each on its own CUDA stream (what a search runs without
+    MPS), against (3)'s one worker;
 then the ratios, last.
 
     python benchmarks/gpu.py [--data-dir ../shared/data] [--quick] [--out results.json]
@@ -19,6 +21,7 @@ import argparse
 import json
 import multiprocessing as mp
 import queue
+import threading
 import time
 from dataclasses import replace
 
@@ -26,7 +29,7 @@ import torch
 
 from nas20k.data import Mnist, default_data_dir, load_mnist
 from nas20k.factory import PRESETS
-from nas20k.runtime import Runtime, mps_running
+from nas20k.runtime import Runtime, mps_running, own_stream
 from nas20k.space import warm_start
 from nas20k.train import TrainConfig, train
 
@@ -49,15 +52,43 @@ def trial(data: Mnist, epochs: int, graphs: bool) -> tuple[float, float]:
     return time.perf_counter() - start, result.history[-1].val_acc
 
 
-def _worker(root: str, epochs: int, barrier: mp.Barrier, results: mp.Queue) -> None:
-    """Train firekind-6174 with graphs; report (end of epoch 1, end of the last epoch, images in between)."""
-    data = load_mnist(root, val_size=500, limit=WORKER_IMAGES, device="cuda", download=False)
+def _timed(data: Mnist, epochs: int, barrier: mp.Barrier | threading.Barrier) -> tuple[float, float, int]:
+    """Train firekind-6174 with graphs on this thread's own stream, as a search's worker does: (end of epoch 1, end
+    of the last epoch, images in between)."""
     candidate = warm_start(epochs)["firekind-6174"]
     ends: list[float] = []
     barrier.wait(timeout=600)  # all workers train at the same time, as in a search
-    train(candidate.spec, replace(candidate.train, epochs=epochs), data, lambda _: ends.append(time.time()),
-          runtime=Runtime(device="cuda"))
-    results.put((ends[0], ends[-1], (epochs - 1) * WORKER_IMAGES))
+    with own_stream("cuda:0"):
+        train(candidate.spec, replace(candidate.train, epochs=epochs), data, lambda _: ends.append(time.time()),
+              runtime=Runtime(device="cuda:0"))
+    return ends[0], ends[-1], (epochs - 1) * WORKER_IMAGES
+
+
+def _worker(root: str, epochs: int, barrier: mp.Barrier, results: mp.Queue) -> None:
+    results.put(_timed(_worker_data(root), epochs, barrier))
+
+
+def _worker_data(root: str) -> Mnist:
+    return load_mnist(root, val_size=500, limit=WORKER_IMAGES, device="cuda", download=False)
+
+
+def _rate(results: list[tuple[float, float, int]]) -> float:
+    start, end = min(r[0] for r in results), max(r[1] for r in results)
+    return sum(r[2] for r in results) / (end - start)
+
+
+def threaded(root: str, workers: int, epochs: int) -> float:
+    """Aggregate img/s of `workers` threads of this process training at once, each on its own CUDA stream (what a
+    search without MPS runs: `settings.worker_groups`)."""
+    data, barrier, results = _worker_data(root), threading.Barrier(workers), []
+    threads = [threading.Thread(target=lambda: results.append(_timed(data, epochs, barrier))) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if len(results) < workers:
+        raise SystemExit("a worker thread failed (its traceback is above)")
+    return _rate(results)
 
 
 def concurrent(root: str, workers: int, epochs: int) -> float:
@@ -76,8 +107,7 @@ def concurrent(root: str, workers: int, epochs: int) -> float:
             p.join(timeout=60)
             if p.is_alive():
                 p.terminate()
-    start, end = min(r[0] for r in results), max(r[1] for r in results)
-    return sum(r[2] for r in results) / (end - start)
+    return _rate(results)
 
 
 def main() -> None:
@@ -120,12 +150,17 @@ def main() -> None:
         results[f"workers_{n}_img_s"] = rate
         print(f"(3) {n} worker(s), firekind-6174 graphed, {steps} timed steps of 128 each: {rate:,.0f} img/s",
               flush=True)
+    for n in WORKERS[1:]:
+        rate = threaded(root, n, worker_epochs)
+        results[f"threads_{n}_img_s"] = rate
+        print(f"(4) {n} worker threads in one process, own CUDA streams, the same runs: {rate:,.0f} img/s", flush=True)
 
     ratios = {
         "step_speedup_128": results["step_ms_128"]["eager"] / results["step_ms_128"]["graphed"],
         "step_speedup_512": results["step_ms_512"]["eager"] / results["step_ms_512"]["graphed"],
         "trial_speedup": results["trial_eager"]["seconds"] / results["trial_graphed"]["seconds"],
         **{f"workers_{n}_vs_1": results[f"workers_{n}_img_s"] / results["workers_1_img_s"] for n in WORKERS[1:]},
+        **{f"threads_{n}_vs_1": results[f"threads_{n}_img_s"] / results["workers_1_img_s"] for n in WORKERS[1:]},
     }
     results["ratios"] = ratios
     if args.out:

@@ -150,11 +150,8 @@ def _settings(run: dict, **more: Any) -> SearchSettings:
 
 
 def _running_on(settings: SearchSettings) -> None:
-    """How the run executes, and the one caveat a GPU user needs (docs/design.md#gpu-notes)."""
+    """How the run executes: device, precision, workers and how they share processes."""
     out.print(f"running on {settings.header()}")
-    if settings.gpu_time_sliced():
-        out.print("note: CUDA MPS is not running, so the GPU time-slices between the workers; "
-                  "start it with `nvidia-cuda-mps-control -d` (docs/design.md)")
 
 
 def _run(settings: SearchSettings, task: Any, study: optuna.Study, reporter: Any) -> None:

@@ -37,6 +37,7 @@ from nas20k.record import (
 )
 from nas20k.results import ranked
 from nas20k.settings import SearchSettings
+from nas20k.signals import raise_if_stopped
 from nas20k.space import Candidate
 from nas20k.storage import load_study, open_storage, planning_lock
 from nas20k.workers import Worker
@@ -144,6 +145,7 @@ def confirm_worker(w: Worker, top: int, seeds: int) -> None:
                              w.store)
 
     while True:
+        raise_if_stopped()
         recover_lost_trials(confirm)  # a run whose worker died is queued again, not counted as running (its seed)
         with planning_lock(w.storage, s.study_name):
             if _queue_next(study, confirm, top, seeds) is None and not _waiting(confirm):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nas20k.errors import UserError
+from nas20k.errors import UserError, known_fields
 from nas20k.mission import Facts
 
 if TYPE_CHECKING:
@@ -59,13 +59,8 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> ArchSpec:
-        if not isinstance(d, dict):
-            raise SpecError(f"a spec must be a JSON object, got {type(d).__name__}")
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise SpecError(f"unknown spec field(s): {', '.join(sorted(unknown))}")
         try:
-            return cls(**d)
+            return cls(**known_fields(cls, d, "spec", SpecError))
         except TypeError as e:
             raise SpecError(f"bad spec: {e}") from e
 

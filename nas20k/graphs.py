@@ -108,7 +108,8 @@ def graphed_step(model: nn.Module, opt: torch.optim.Optimizer, loss: Callable[[t
             g.set_state(state)  # host-side offsets: capture does not advance them, each replay does
         model.zero_grad(set_to_none=True)  # so the captured backward writes fresh gradients instead of accumulating
         graph.register_generator_state(gen)
-        with torch.cuda.graph(graph, stream=side):
+        # thread_local: worker threads of the same process keep launching on their own streams during the capture
+        with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
             body()
     torch.cuda.current_stream(device).wait_stream(side)
     with torch.no_grad():

@@ -22,8 +22,8 @@ from nas20k.factory import SpecError
 from nas20k.lost import owner_name
 from nas20k.mission import Budget, Goal
 from nas20k.record import SCORE_EPOCHS, prune_from, write
-from nas20k.runtime import Runtime
-from nas20k.signals import signal_name
+from nas20k.runtime import Runtime, own_stream
+from nas20k.signals import raise_if_stopped, signal_name
 from nas20k.space import Candidate, suggest
 from nas20k.train import EpochStats, TrainResult, train
 
@@ -46,6 +46,7 @@ def run_candidate(trial: optuna.Trial, candidate: Candidate, data: Mnist, runtim
         history.append({**{k: v if v is None else round(v, 6) for k, v in asdict(stats).items()},
                         "at": round(time.time(), 1)})
         write(trial, history=history)
+        raise_if_stopped()  # a worker thread: its process was signalled
         if stats.val_acc is None:
             return
         trial.report(stats.val_acc, stats.epoch)
@@ -59,8 +60,9 @@ def run_candidate(trial: optuna.Trial, candidate: Candidate, data: Mnist, runtim
         write(trial, status="training", history=[])
         epochs = candidate.train.epochs
         evaluated = {*pruner_epochs, *range(epochs - SCORE_EPOCHS + 1, epochs + 1)}
-        result = train(candidate.spec, candidate.train, data, on_epoch, runtime=runtime, test_last=SCORE_EPOCHS,
-                       eval_epochs=evaluated)
+        with own_stream(runtime.device):  # trials that share a process overlap on the GPU
+            result = train(candidate.spec, candidate.train, data, on_epoch, runtime=runtime, test_last=SCORE_EPOCHS,
+                           eval_epochs=evaluated)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM turned into one by the worker: say so, then let Optuna fail it
         finish("interrupted", f"interrupted by {signal_name(e)} in epoch {len(history) + 1}; the next run retrains it")
         raise

@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from nas20k.errors import UserError
+from nas20k.errors import UserError, known_fields
 from nas20k.mission import MAX_EPOCHS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -82,11 +82,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        if not isinstance(d, dict):
-            raise RecipeError(f"a recipe must be a JSON object, got {type(d).__name__}")
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise RecipeError(f"unknown recipe field(s): {', '.join(sorted(unknown))}")
+        d = known_fields(cls, d, "recipe", RecipeError)
         # A recipe recorded before `recalibrate_bn` existed was trained and scored without it: re-running it (a confirm
         # seed of an older study, `nas20k train --recipe` of an older export) must do the same. `ema` defaults to off.
         return cls(**{"recalibrate_bn": False, **d})

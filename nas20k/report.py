@@ -25,6 +25,7 @@ from nas20k.recipe import labels
 from nas20k.record import TRAINED, StudyMeta, TrialRecord, search_records
 from nas20k.results import CONFIRMED, best_record, pareto_front, record_checklist, smallest_record, trials_frame
 from nas20k.space import LR_RANGE
+from nas20k.tables import pct
 
 MIN_IMPORTANCE_TRIALS = 10  # fewer trained trials say more about luck than about parameters
 TOP_TRIALS = 5  # importance is that of reaching the top max(10 %, 5 trials)
@@ -77,7 +78,7 @@ def told(r: TrialRecord) -> float | None:
     return r.val_score if r.status == "complete" and r.val_score is not None else (last or [None])[0]
 
 
-def _curve(r: TrialRecord) -> dict[int, float]:
+def _curve(r: TrialRecord) -> dict[int, float]:  # the evaluated epochs' val accuracy
     return {h["epoch"]: h["val_acc"] for h in r.history if h.get("val_acc") is not None}
 
 
@@ -112,18 +113,14 @@ def _clipped(xs: list, recs: list[TrialRecord], lo: float) -> go.Scatter:
                       hovertext=[_hover(r) for _, r in low], hoverinfo="text")
 
 
-def _pct(x: float | None, sd: float | None = None) -> str:
-    return "-" if x is None else f"{x:.2%}" + (f" ± {sd:.2%}" if sd else "")
-
-
 def _hover(r: TrialRecord) -> str:
-    value = _pct(told(r)) if r.status != "complete" else f"{_pct(r.mean_val(), r.sd_val())}, {r.n_seeds or 1} seed(s)"
+    value = pct(told(r)) if r.status != "complete" else f"{pct(r.mean_val(), r.sd_val())}, {r.n_seeds or 1} seed(s)"
     return f"trial {r.number} ({r.status}), {r.params or 0:,} params: {value}<br>{escape(r.reason[:90])}"
 
 
 def _winner_trace(x: float, y: float, r: TrialRecord) -> go.Scatter:
     return go.Scatter(x=[x], y=[y], mode="markers+text", name=f"winner: trial {r.number}", textposition="top left",
-                      text=[f"winner #{r.number}: {_pct(r.mean_val(), r.sd_val())}, {max(r.n_seeds, 1)} seed(s)"],
+                      text=[f"winner #{r.number}: {pct(r.mean_val(), r.sd_val())}, {max(r.n_seeds, 1)} seed(s)"],
                       marker={"symbol": "star", "size": 18, "color": "gold", "line": {"width": 1.5, "color": "black"}},
                       cliponaxis=False)
 
@@ -197,10 +194,13 @@ def _frontier(recs: list[TrialRecord], trained: list[TrialRecord], y: list[float
     fig.add_trace(_clipped([r.params for r in sized], sized, y[0]))
     if isinstance(best, TrialRecord):
         fig.add_trace(_winner_trace(best.params, best.mean_val(), best))
+    if over := [r.params for r in recs if r.status == "rejected" and r.params is not None]:  # never trained: counts
+        fig.add_histogram(x=over, yaxis="y2", marker_color="red", opacity=0.3, name=f"rejected over budget {len(over)}")
     fig.add_vline(x=budget, line_dash="dash", annotation_text=f"budget {budget:,}")
-    return fig.update_layout(title="The frontier: mean val score over seeds against size", height=520,
+    return fig.update_layout(title="Frontier: mean val score over seeds against size", height=520, xaxis_title="params",
                              yaxis={"range": y, "tickformat": ".2%", "title": "mean val score"},
-                             xaxis={"range": [0, 1.03 * max([budget, *(r.params for r in sized)])], "title": "params"})
+                             yaxis2={"overlaying": "y", "side": "right", "title": "rejected", "showgrid": False},
+                             xaxis_range=[0, 1.03 * max([budget, *(r.params for r in sized), *over])])
 
 
 def _curves(trained: list[TrialRecord], trials: dict[int, FrozenTrial], target: float | None) -> go.Figure:
@@ -287,9 +287,9 @@ def summary(study: optuna.Study, recs: list[TrialRecord], meta: StudyMeta) -> di
 def candidate_frames(r: TrialRecord, meta: StudyMeta) -> dict[str, pd.DataFrame]:
     """A candidate's scores and architecture, recipe in words, seeds, and checklist (✓ / ✗ / ? unconfirmed)."""
     facts = {"trial": r.number, "parameters": f"{r.params:,}", "MACs per image": f"{r.macs:,}" if r.macs else "-",
-             "epochs": r.epochs, "mean val score": f"{_pct(r.mean_val(), r.sd_val())}, {max(r.n_seeds, 1)} seed(s)",
-             "test, last 3 epochs (for the record)": _pct(r.mean_test_last3(), r.sd_test_last3()),
-             "test, final weights (this seed)": _pct(r.test_acc), **r.candidate.spec.to_dict()}
+             "epochs": r.epochs, "mean val score": f"{pct(r.mean_val(), r.sd_val())}, {max(r.n_seeds, 1)} seed(s)",
+             "test, last 3 epochs (for the record)": pct(r.mean_test_last3(), r.sd_test_last3()),
+             "test, final weights (this seed)": pct(r.test_acc), **r.candidate.spec.to_dict()}
     words, marks = labels(), {True: "✓", False: "✗", None: "?"}
     return {"Scores and architecture": pd.DataFrame([(k, str(v)) for k, v in facts.items()], columns=["", "value"]),
             "Training recipe": pd.DataFrame([(words[k], v) for k, v in r.candidate.train.to_dict().items()],

@@ -6,6 +6,7 @@ line and study attribute reads the same answer.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -39,6 +40,16 @@ def default_jobs(device: torch.device) -> int:
     return GPU_WORKERS if device.index is not None else GPU_WORKERS * torch.cuda.device_count()
 
 
+def worker_groups(workers: int, gpus: int, mps: bool, per_process: int | None = None) -> list[list[int]]:
+    """Which workers (concurrent trials) share a process, as lists of worker indices. One per process on the CPU
+    (each its own cores) and under NVIDIA MPS (processes share the GPU); without MPS, processes on one GPU take
+    turns on it, so each GPU gets one process whose workers are threads, each on its own CUDA stream
+    (`runtime.own_stream`). `per_process` overrides the choice (tests, benchmarks)."""
+    if per_process is None:
+        per_process = 1 if gpus == 0 or mps else math.ceil(workers / min(workers, gpus))
+    return [list(range(i, min(i + per_process, workers))) for i in range(0, workers, per_process)]
+
+
 def device_name(device: torch.device) -> str:
     """The GPU's or the CPU's model name, for the study's record of how it ran."""
     import torch
@@ -62,6 +73,7 @@ class SearchSettings:
     goal: Goal = field(default_factory=Goal)
     pruner: str = DEFAULT_PRUNER
     jobs: int | None = None  # None: default_jobs(device)
+    trials_per_process: int | None = None  # None: the runtime's choice (`worker_groups`)
     seed: int = 0
     warm_start: bool = True
     device: str = "auto"
@@ -94,18 +106,31 @@ class SearchSettings:
     def workers(self) -> int:
         return self.jobs or default_jobs(self.torch_device)
 
+    @cached_property
+    def groups(self) -> list[list[int]]:
+        """The worker indices each process runs (as threads when more than one)."""
+        import torch
+
+        from nas20k.runtime import mps_running
+
+        cuda = self.torch_device.type == "cuda"
+        gpus = (1 if self.torch_device.index is not None else torch.cuda.device_count()) if cuda else 0
+        return worker_groups(self.workers, gpus, cuda and mps_running(), self.trials_per_process)
+
     @property
     def threads(self) -> int | None:
         """torch threads per worker on the CPU (the cores shared out); None on a GPU (torch's default)."""
         return max(1, cpu_count() // self.workers) if self.torch_device.type == "cpu" else None
 
     def runtime(self, index: int = 0) -> Runtime:
-        """Worker `index`'s runtime: `auto` resolved, and the GPUs dealt out when --device cuda names none."""
+        """Worker `index`'s runtime: `auto` resolved, and the GPUs dealt out by process when --device cuda names
+        none (the threads of one process share its GPU)."""
         import torch
 
         device = self.torch_device
         if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", index % torch.cuda.device_count())
+            group = next(g for g, members in enumerate(self.groups) if index in members)
+            device = torch.device("cuda", group % torch.cuda.device_count())
         return resolve(str(device), self.precision, cuda_graphs=self.cuda_graphs)
 
     def describe(self) -> dict:
@@ -116,21 +141,18 @@ class SearchSettings:
         return {"device": self.torch_device.type, "device_name": device_name(self.torch_device),
                 "precision": rt.precision, "channels_last": rt.channels_last,
                 "cuda_graphs": rt.cuda_graphs and self.torch_device.type == "cuda",
-                "workers": self.workers, "threads": self.threads, "torch": torch.__version__}
+                "workers": self.workers, "processes": len(self.groups), "threads": self.threads,
+                "torch": torch.__version__}
 
     def header(self) -> str:
         """`describe()` in one line, for the first lines of search and confirm."""
         d = self.describe()
         threads = f" x {d['threads']} thread{'s' * (d['threads'] != 1)}" if d["threads"] else ""
+        shared = (f" in {d['processes']} process{'es' * (d['processes'] != 1)} (one CUDA stream each)"
+                  if d["processes"] < d["workers"] else "")
         layout = ", channels_last" if d["channels_last"] else ""
         return (f"{d['device_name']} ({d['device']}), {d['precision']}{layout}, "
-                f"{d['workers']} worker{'s' * (d['workers'] != 1)}{threads}, torch {d['torch']}")
-
-    def gpu_time_sliced(self) -> bool:
-        """Several worker processes on one GPU take turns on it unless NVIDIA MPS runs (docs/design.md)."""
-        from nas20k.runtime import mps_running
-
-        return self.torch_device.type == "cuda" and self.workers > 1 and not mps_running()
+                f"{d['workers']} worker{'s' * (d['workers'] != 1)}{threads}{shared}, torch {d['torch']}")
 
     def validate(self) -> SearchSettings:
         if self.trials < 1:
@@ -139,6 +161,8 @@ class SearchSettings:
             raise UserError(f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
         if self.jobs is not None and self.jobs < 1:
             raise UserError(f"--jobs must be >= 1, got {self.jobs}")
+        if self.trials_per_process is not None and self.trials_per_process < 1:
+            raise UserError(f"trials per process must be >= 1, got {self.trials_per_process}")
         if self.heartbeat < 1:
             raise UserError(f"--heartbeat must be >= 1 second, got {self.heartbeat}")
         if self.storage_patience < 0:

@@ -23,6 +23,7 @@ from nas20k.optuna_private import requeue_behind
 from nas20k.pruners import make_pruner, pruner_epochs
 from nas20k.record import StudyMeta, records
 from nas20k.settings import SearchSettings
+from nas20k.signals import raise_if_stopped
 from nas20k.space import params_of, warm_start
 from nas20k.storage import open_storage, planning_lock
 from nas20k.workers import BudgetError, Worker
@@ -116,6 +117,7 @@ def search_worker(w: Worker) -> None:
                           pruner_epochs=pruner_epochs(s.pruner, s.budget.max_epochs))
 
     def stop_when_done(study: optuna.Study, _: FrozenTrial) -> None:
+        raise_if_stopped()
         recover_lost_trials(study)
         trials = study.get_trials(deepcopy=False)
         # Other workers' running trials will count too: starting one more would leave this worker's core idle
@@ -141,6 +143,7 @@ def _until_trained(study: optuna.Study, w: Worker, optimize: Callable[[], None])
     s, said = w.settings, False
     unclaimed: dict[int, float] = {}  # RUNNING trials without an owner, since when (a trial created in an outage)
     while True:
+        raise_if_stopped()
         recover_lost_trials(study)
         trials = study.get_trials(deepcopy=False)
         trained = trained_count(trials)

@@ -11,8 +11,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def pct(x: float | None) -> str:
-    return "-" if x is None or x != x else f"{x:.2%}"
+def pct(x: float | None, sd: float | None = None) -> str:
+    """99.40% (± 0.05% with an sd); "-" when missing or NaN. The one format of a score everywhere."""
+    return "-" if x is None or x != x else f"{x:.2%}" + (f" ± {sd:.2%}" if sd else "")
 
 
 NARROW = ["trial", "params", "seeds", "mean_val", "sd_val", "test_last3", "epochs", "status"]  # what fits 80 columns

@@ -1,5 +1,6 @@
-"""Running a search's or a confirmation's workers: in this process when there is one, else as spawned processes
-sharing the study through its storage; progress polled every second; Ctrl-C and SIGTERM stop them all."""
+"""Running a search's or a confirmation's workers: each process runs its group of workers (`settings.groups`), one
+thread per worker when it has several; one group runs in this process, more as spawned processes. All share the
+study through its storage; progress is polled every second; Ctrl-C and SIGTERM stop them all."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from nas20k.data import Mnist, load_mnist
 from nas20k.outage import gave_up, gave_up_message
 from nas20k.runtime import Runtime
 from nas20k.settings import SearchSettings
-from nas20k.signals import catch_signals
+from nas20k.signals import catch_signals, stop_threads
 from nas20k.storage import open_storage, redact
 
 
@@ -50,14 +51,15 @@ class Worker:
 Task = Callable[[Worker], None]  # a top-level function (spawned processes import it by name)
 
 
-def _start_worker(settings: SearchSettings, index: int) -> Worker:
-    catch_signals()
-    if settings.workers > 1 and settings.threads:
-        torch.set_num_threads(settings.threads)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    runtime = settings.runtime(index)
-    data = load_mnist(settings.data_dir, val_size=settings.val_size, limit=settings.limit, device=runtime.device,
+def _load(settings: SearchSettings, runtime: Runtime) -> Mnist:
+    return load_mnist(settings.data_dir, val_size=settings.val_size, limit=settings.limit, device=runtime.device,
                       download=False)
+
+
+def _start_worker(settings: SearchSettings, index: int, data: Mnist | None = None) -> Worker:
+    """Worker `index`, with the data its process already loaded onto the device (threads share it, read-only)."""
+    runtime = settings.runtime(index)
+    data = data if data is not None else _load(settings, runtime)
     store = FileSystemArtifactStore(str(settings.artifacts_dir))
     label = f"worker {index}: " if settings.workers > 1 else ""
     storage = open_storage(settings.storage_url, settings.heartbeat, patience=settings.storage_patience, label=label)
@@ -67,9 +69,43 @@ def _start_worker(settings: SearchSettings, index: int) -> Worker:
 STORAGE_EXIT = 75  # a worker's exit code when its storage stayed unreachable past --storage-patience (EX_TEMPFAIL)
 
 
-def _process(task: Task, settings: SearchSettings, index: int) -> None:
+def _run_group(task: Task, settings: SearchSettings, group: list[int]) -> None:
+    """This process's workers: the one in this thread, or one thread each on shared data. A signal reaches the
+    main thread only: it tells the threads (`stop_threads`), waits for them to record their trials, and raises."""
+    catch_signals()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if settings.workers > 1 and settings.threads:
+        torch.set_num_threads(settings.threads)
+    if len(group) == 1:
+        task(_start_worker(settings, group[0]))
+        return
+    data, errors = _load(settings, settings.runtime(group[0])), []
+
+    def run(index: int) -> None:
+        try:
+            task(_start_worker(settings, index, data))
+        except BaseException as e:  # raised again in the main thread, after every thread has stopped
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,), name=f"worker {i}") for i in group]
+    for t in threads:
+        t.start()
     try:
-        task(_start_worker(settings, index))
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)  # a bare join() would not let the main thread see a signal
+    except KeyboardInterrupt as e:
+        stop_threads(e)
+        for t in threads:
+            t.join()
+        raise
+    if errors:
+        raise errors[0]
+
+
+def _process(task: Task, settings: SearchSettings, group: list[int]) -> None:
+    try:
+        _run_group(task, settings, group)
     except KeyboardInterrupt:  # the trial is already recorded as interrupted
         raise SystemExit(130) from None
     except BudgetError as e:
@@ -97,9 +133,9 @@ def run_workers(settings: SearchSettings, task: Task, trials: Callable[[], list[
     if watcher:
         watcher.start()
     try:
-        if settings.workers == 1:
+        if len(settings.groups) == 1:
             try:
-                task(_start_worker(settings, 0))
+                _run_group(task, settings, settings.groups[0])
             except Exception as e:
                 if gave_up(e):
                     where = redact(settings.storage_url)
@@ -117,7 +153,7 @@ def run_workers(settings: SearchSettings, task: Task, trials: Callable[[], list[
 def _run_processes(settings: SearchSettings, task: Task) -> None:
     catch_signals()
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_process, args=(task, settings, i), daemon=False) for i in range(settings.workers)]
+    procs = [ctx.Process(target=_process, args=(task, settings, g), daemon=False) for g in settings.groups]
     for p in procs:
         p.start()
     try:
@@ -135,7 +171,8 @@ def _run_processes(settings: SearchSettings, task: Task) -> None:
         raise
     if any(p.exitcode == STORAGE_EXIT for p in procs):
         raise WorkerError(gave_up_message(redact(settings.storage_url), settings.storage_patience))
-    failed = [f"worker {i} exited with code {p.exitcode}" for i, p in enumerate(procs) if p.exitcode not in (0, None)]
+    failed = [f"worker {', '.join(map(str, g))} exited with code {p.exitcode}"
+              for g, p in zip(settings.groups, procs, strict=True) if p.exitcode not in (0, None)]
     if failed:
         raise WorkerError("; ".join(failed) + " (its trial is failed and retried; rerun the command to continue)")
 

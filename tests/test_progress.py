@@ -18,9 +18,10 @@ def trial(number: int, status: str, epochs: int, seconds: float = 10.0, **kw: ob
 
 
 def test_prior_epochs_follow_successive_halving():
-    """ASHA (rungs 1, 3, 9, a third kept at each) at 20 epochs: 1 + 1/3 * 2 + 1/9 * 6 + 1/27 * 11 epochs per trial."""
-    assert prior_epochs(20) == pytest.approx(1 + 2 / 3 + 6 / 9 + 11 / 27)
-    assert prior_epochs(1) == 1 and prior_epochs(3) == pytest.approx(1 + 2 / 3)
+    """Rungs 1, 3, 9, half kept at each, 20 epochs: 1 + 1/2 * 2 + 1/4 * 6 + 1/8 * 11 epochs per trial."""
+    assert prior_epochs(20) == pytest.approx(1 + 2 / 2 + 6 / 4 + 11 / 8)
+    assert prior_epochs(1) == 1 and prior_epochs(3) == pytest.approx(1 + 2 / 2)
+    assert prior_epochs(20, keep=1 / 3) == pytest.approx(1 + 2 / 3 + 6 / 9 + 11 / 27)
 
 
 def test_no_estimate_before_an_epoch_is_timed():
@@ -30,14 +31,14 @@ def test_no_estimate_before_an_epoch_is_timed():
 
 
 def test_estimate_counts_queued_unpruned_designs_and_the_rest_at_their_mean_epochs():
-    """Three finished sampled trials of 2, 4 and 6 epochs (mean 4), every epoch 10 s, 2 workers; a queued lead
-    design (20 epochs, never pruned) and 6 more to sample: (20 + 6 * 4) epochs * 10 s / 2 workers = 220 s at the
+    """Three finished sampled trials of 4, 6 and 8 epochs (mean 6), every epoch 10 s, 2 workers; a queued lead
+    design (20 epochs, never pruned) and 6 more to sample: (20 + 6 * 6) epochs * 10 s / 2 workers = 280 s at the
     centre; the range widens with the spread of epochs per trial, and confirmations add max_epochs each."""
-    recs = [trial(0, "pruned", 2), trial(1, "pruned", 4), trial(2, "pruned", 6),
+    recs = [trial(0, "pruned", 4), trial(1, "pruned", 6), trial(2, "pruned", 8),
             TrialRecord(3, "waiting", warm_start="lead", prune_from=None)]
     plan = Plan(target=10, workers=2, max_epochs=20)
     low, high = estimate(recs, plan)
-    assert low < 220 < high and high - low < 220
+    assert low < 280 < high and high - low < 280
     more_low, more_high = estimate(recs, Plan(target=10, workers=2, max_epochs=20, confirm_runs=2))
     assert more_low == pytest.approx(low + 2 * 20 * 10 / 2) and more_high == pytest.approx(high + 2 * 20 * 10 / 2)
 
@@ -51,3 +52,13 @@ def test_confirmation_runs_are_counted_at_all_their_epochs():
     """A confirmation run is never pruned: 4 runs left of 20 epochs at 10 s, 2 workers: 400 s, whatever the prior."""
     recs = [trial(0, "complete", 20)]
     assert estimate(recs, Plan(target=5, workers=2, max_epochs=20, pruned=False)) == pytest.approx((400.0, 400.0))
+
+
+
+def test_early_prunings_do_not_pull_the_epochs_per_trial_below_the_prior():
+    """The first sampled trials are pruned at epoch 1 (the warm start sets the bar); later ones survive longer, so
+    the estimate never counts fewer epochs per trial than the prior (4.875 at 20 epochs): 7 to sample at 10 s, 1
+    worker."""
+    recs = [trial(n, "pruned", 1) for n in range(3)]
+    low, high = estimate(recs, Plan(target=10, workers=1, max_epochs=20))
+    assert low <= 7 * prior_epochs(20) * 10 <= high

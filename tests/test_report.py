@@ -296,11 +296,14 @@ def test_learning_curves_have_distinct_colours_and_dashed_prunings(synthetic: op
     assert lo <= min(values) and max(values) <= hi <= 1.0005
 
 
-def test_frontier_shows_confirmed_means_the_pareto_front_and_no_reject(small: optuna.Study) -> None:
+def test_frontier_shows_confirmed_means_the_pareto_front_and_rejects_only_as_counts(small: optuna.Study) -> None:
     frontier = figures(small)[FRONTIER]
     recs = search_records(small)
-    xs = [x for t in frontier.data for x in t.x]
-    assert 25000 not in xs and 31000 not in xs  # rejects were never trained: counted in the summary, not plotted
+    scored = [x for t in frontier.data if t.type == "scatter" for x in t.x]
+    assert 25000 not in scored and 31000 not in scored  # rejects were never trained: no score is plotted for them
+    rejects = _trace(frontier, "rejected over budget")
+    assert rejects.type == "histogram" and rejects.yaxis == "y2" and sorted(rejects.x) == [25000, 31000]
+    assert frontier.layout.xaxis.range[1] >= 31000
     front = _trace(frontier, "Pareto front")
     assert list(front.x) == [r.params for r in pareto_front(recs)]
     complete = _trace(frontier, "complete")

@@ -20,7 +20,7 @@ from nas20k.runtime import (
     pick_precision,
     resolve,
 )
-from nas20k.settings import SearchSettings
+from nas20k.settings import SearchSettings, worker_groups
 from nas20k.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,13 +190,37 @@ def test_mps_is_seen_through_its_control_pipe(tmp_path, monkeypatch):
     assert mps_running()
 
 
-@pytest.mark.parametrize("device, workers, mps, noted", [
-    ("cuda", 8, False, True), ("cuda", 8, True, False), ("cuda", 1, False, False), ("cpu", 2, False, False),
+@pytest.mark.parametrize("workers, gpus, mps, groups", [
+    (2, 0, False, [[0], [1]]),  # the CPU: a process per worker, each on its own cores
+    (8, 1, True, [[i] for i in range(8)]),  # MPS shares the GPU between processes
+    (8, 1, False, [list(range(8))]),  # without it processes take turns: one process, 8 threads
+    (8, 2, False, [[0, 1, 2, 3], [4, 5, 6, 7]]),  # one process per GPU
+    (3, 2, False, [[0, 1], [2]]),
+    (1, 4, False, [[0]]),
 ])
-def test_search_header_says_when_gpu_workers_take_turns(monkeypatch, device, workers, mps, noted):
-    """Several workers on one GPU without MPS time-slice it (measured 0.89x one worker on an H200): the header
-    notes it, and only where it applies."""
+def test_workers_share_a_process_only_on_a_gpu_without_mps(workers, gpus, mps, groups):
+    assert worker_groups(workers, gpus, mps) == groups
+
+
+def test_the_header_says_how_workers_share_processes(monkeypatch):
+    monkeypatch.setattr("nas20k.runtime.mps_running", lambda: False)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    monkeypatch.setattr("nas20k.settings.device_name", lambda device: "NVIDIA H200")
+    monkeypatch.setattr("nas20k.settings.SearchSettings.runtime", lambda self, index=0: Runtime(device="cuda:0"))
+    settings = SearchSettings(jobs=8)
+    settings.torch_device = torch.device("cuda")  # the cached resolution, as on a machine with a GPU
+    assert settings.groups == [list(range(8))]
+    assert "8 workers in 1 process (one CUDA stream each)" in settings.header()
+    assert settings.describe()["processes"] == 1
+    cpu = SearchSettings(jobs=2, device="cpu")
+    assert cpu.groups == [[0], [1]] and "process" not in cpu.header()
+
+
+@pytest.mark.parametrize("mps, devices", [(False, ["cuda:0"] * 4 + ["cuda:1"] * 4), (True, ["cuda:0", "cuda:1"] * 4)])
+def test_a_process_and_its_worker_threads_train_on_one_gpu(monkeypatch, mps, devices):
     monkeypatch.setattr("nas20k.runtime.mps_running", lambda: mps)
-    settings = SearchSettings(jobs=workers)
-    settings.torch_device = torch.device(device)  # the cached resolution, as on a machine with a GPU
-    assert settings.gpu_time_sliced() == noted
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    monkeypatch.setattr("nas20k.settings.resolve", lambda device, precision, cuda_graphs: Runtime(device=device))
+    settings = SearchSettings(jobs=8)
+    settings.torch_device = torch.device("cuda")
+    assert [settings.runtime(i).device for i in range(8)] == devices

@@ -2,10 +2,14 @@
 real subset."""
 
 import dataclasses
+import itertools
 import json
 import multiprocessing as mp
+import os
+import signal
 import sqlite3
 import threading
+import time
 
 import optuna
 import pytest
@@ -27,7 +31,8 @@ from nas20k.results import best_record
 from nas20k.settings import SearchSettings
 from nas20k.space import Candidate, params_of, warm_start
 from nas20k.storage import open_storage
-from nas20k.study import WARM_PRUNE_FROM, _enqueue_retries, prepare
+from nas20k.study import WARM_PRUNE_FROM, _enqueue_retries, prepare, search_worker
+from nas20k.workers import run_workers
 
 RECIPE = TrainConfig(epochs=1, batch_size=64, optimizer="adam", lr=0.01, nesterov=False, weight_decay=1e-5,
                      schedule="onecycle", label_smoothing=0.0, rotate=0.0, translate=0.0)
@@ -385,3 +390,49 @@ def test_two_local_workers_share_one_sqlite_study(tmp_path):
     # both workers trained (a third warm-start trial may still wait in the queue, never started)
     assert len({r.worker for r in records(study.trials) if r.trained}) == 2
     assert all(t.state != TrialState.RUNNING for t in study.trials)
+
+
+# --- several workers in one process (threads; on a GPU each on its own CUDA stream) -------------------------
+
+def threaded(tmp_path, trials: int, epochs: int, limit: int) -> SearchSettings:
+    return settings(tmp_path, trials=trials, jobs=2, trials_per_process=2, device="cpu", limit=limit, val_size=500,
+                    budget=Budget(20_000, epochs), warm_start=False)
+
+
+def test_two_workers_train_as_threads_of_one_process(tmp_path):
+    s = threaded(tmp_path, trials=4, epochs=1, limit=1500)
+    assert s.groups == [[0, 1]] and "2 workers x 1 thread in 1 process" in s.header()
+    study, _ = prepare(s)
+    run_workers(s, search_worker, lambda: study.get_trials(deepcopy=False))
+    recs = [r for r in records(study.get_trials()) if r.trained]
+    assert 4 <= len(recs) <= 5 and all(t.state != TrialState.RUNNING for t in study.get_trials())
+    starts = sorted((t.datetime_start, t.datetime_complete) for t in study.get_trials() if t.datetime_complete)
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(starts))  # two trials trained at the same time
+
+
+def test_a_signal_stops_every_worker_thread_and_their_trials_are_retrained(tmp_path):
+    s = threaded(tmp_path, trials=6, epochs=3, limit=3000)
+    study, _ = prepare(s)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def running() -> list[int]:  # trials in training (a running trial may still be sampling or about to be rejected)
+        return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.user_attrs.get("status") == "training"]
+
+    def interrupt_when_both_train() -> None:
+        while len(running()) < 2:
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=interrupt_when_both_train, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_workers(s, search_worker, lambda: study.get_trials(deepcopy=False))
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    interrupted = [r for r in records(study.get_trials()) if r.status == "interrupted"]
+    assert len(interrupted) == 2 and all("SIGTERM" in r.reason for r in interrupted)
+    assert all(t.state != TrialState.RUNNING for t in study.get_trials())
+    _, queued = prepare(s)  # the rerun retrains both first
+    assert sorted(queued["retries"]) == sorted(r.number for r in interrupted)
