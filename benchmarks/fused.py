@@ -6,8 +6,10 @@ default recipe, train mode (Dropout on). (a) separate: replicate 1's batches, th
 forward, one `fused_loss`, one backward and one optimizer step. img/s counts every replicate's images. 1 thread,
 presets `firekind-6174` and `seed`; each side the best of `--repeats` timed runs of `--batches` batches per replicate,
 the two sides alternating, after one untimed short run of each. The last line is the geometric-mean ratio b/a.
+Eager on both sides; `--device cuda` runs it on a GPU (there the search's own step is a CUDA graph, so this says
+whether fusing pays before graphs; not yet measured).
 
-    python benchmarks/fused.py [--replicates 3] [--batches 40] [--repeats 3] [--data-dir ../shared/data]
+    python benchmarks/fused.py [--replicates 3] [--batches 40] [--repeats 3] [--device cpu] [--data-dir ../shared/data]
 """
 
 from __future__ import annotations
@@ -28,13 +30,19 @@ from nas20k.train import _optimizer
 CFG = TrainConfig(batch_size=128)
 
 
+def _done(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def separate(spec: ArchSpec, train: Split, n: int, steps: int) -> float:
     """Seconds to train n plain models for `steps` batches each, one model after another."""
-    start = time.perf_counter()
+    start, device = time.perf_counter(), train.x.device
     for seed in range(n):
         torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        model = spec.build().train()
+        gen = torch.Generator(device=device).manual_seed(seed)
+        model = spec.build().to(device).train()
         opt = _optimizer(model, CFG)
         for idx in list(batches(len(train), CFG.batch_size, gen))[:steps]:
             x = augment(train.x[idx], CFG.rotate, CFG.translate, gen, CFG.scale)
@@ -42,17 +50,17 @@ def separate(spec: ArchSpec, train: Split, n: int, steps: int) -> float:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    return time.perf_counter() - start
+    return _done(device) - start
 
 
 def fused(spec: ArchSpec, train: Split, n: int, steps: int) -> float:
     """Seconds to train the same n replicates (same seeds, batch orders, augmentation) as one fused model."""
-    start = time.perf_counter()
-    states, gens = [], [torch.Generator().manual_seed(seed) for seed in range(n)]
+    start, device = time.perf_counter(), train.x.device
+    states, gens = [], [torch.Generator(device=device).manual_seed(seed) for seed in range(n)]
     for seed in range(n):
         torch.manual_seed(seed)
         states.append(spec.build().state_dict())
-    model = build_fused(spec, n).train()
+    model = build_fused(spec, n).to(device).train()
     model.load_state_dict(fuse_states(spec, states))
     opt = _optimizer(model, CFG)
     orders = [list(batches(len(train), CFG.batch_size, gen))[:steps] for gen in gens]
@@ -63,7 +71,7 @@ def fused(spec: ArchSpec, train: Split, n: int, steps: int) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return time.perf_counter() - start
+    return _done(device) - start
 
 
 def main() -> None:
@@ -71,13 +79,15 @@ def main() -> None:
     parser.add_argument("--replicates", type=int, default=3)
     parser.add_argument("--batches", type=int, default=40, help="batches of 128 per replicate")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--data-dir", default="../shared/data")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    train = load_mnist(args.data_dir, val_size=500, limit=args.batches * CFG.batch_size, download=False).train
+    train = load_mnist(args.data_dir, val_size=500, limit=args.batches * CFG.batch_size, download=False,
+                       device=args.device).train
     n, images = args.replicates, args.replicates * args.batches * CFG.batch_size
-    print(f"torch {torch.__version__}, 1 thread; {n} replicates x {args.batches} batches of {CFG.batch_size} "
-          f"({images:,} images per side), best of {args.repeats}")
+    print(f"torch {torch.__version__}, {args.device}, 1 thread; {n} replicates x {args.batches} batches of "
+          f"{CFG.batch_size} ({images:,} images per side), best of {args.repeats}")
     ratios = []
     for name in ("firekind-6174", "seed"):
         spec = PRESETS[name]

@@ -111,8 +111,8 @@ class Objective:
             self._reject(trial, f"over budget: {params:,} params >= {self.budget.max_params:,}",
                          violation=params - self.budget.max_params + 1)
         trial.set_constraint("over_budget", 0)
-        # A warm-start design carries its own first pruning epoch (space.warm_start: the lead design never, the rest
-        # from the second rung): judged at epoch 1 it would lose to whichever trial reported first (a fast Adam start).
+        # A warm-start design carries its own first pruning epoch (study.WARM_PRUNE_FROM: the lead design never, the
+        # rest from the last rung): judged early it would lose to whichever trial starts fast (Adam, no warm-up).
         score = run_candidate(trial, candidate, self.data, self.runtime, self.store, prune_from(trial),
                               self.pruner_epochs)
         return self.goal.value(score, params, self.budget)

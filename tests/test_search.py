@@ -132,18 +132,19 @@ def test_smallest_goal_ranks_passing_candidates_by_size():
 
 
 def test_warm_start_trials_are_pruned_only_from_the_epoch_they_were_queued_with(mnist, tmp_path):
-    """The lead design (prune_from None) trains to the end; the other warm starts are judged from rung 3 on, not on
-    one epoch; a sampled trial from its first report. A pruner that prunes every report shows where each stops."""
+    """The lead design (prune_from None) trains to the end; the other warm starts are judged from the last rung
+    (epoch 9), after a OneCycle warm-up; a sampled trial from its first report. A pruner that prunes every report
+    shows where each stops."""
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))
     study.enqueue_trial(SMALL_NET, user_attrs={"warm_start": "lead", "prune_from": None})
     study.enqueue_trial(SMALL_NET, user_attrs={"warm_start": "next", "prune_from": WARM_PRUNE_FROM})
     study.enqueue_trial(SMALL_NET)
-    objective = Objective(mnist, Budget(max_epochs=4), FileSystemArtifactStore(str(tmp_path)),
-                          pruner_epochs=pruner_epochs("asha", 4))
+    objective = Objective(mnist, Budget(max_epochs=10), FileSystemArtifactStore(str(tmp_path)),
+                          pruner_epochs=pruner_epochs("asha", 10))
     study.optimize(objective, n_trials=3)
     lead, warm, other = records(study.trials)
-    assert lead.status == "complete" and lead.epochs == 4
-    assert warm.status == "pruned" and warm.epochs == WARM_PRUNE_FROM == 3
+    assert lead.status == "complete" and lead.epochs == 10
+    assert warm.status == "pruned" and warm.epochs == WARM_PRUNE_FROM == 9
     assert other.status == "pruned" and other.epochs == 1 and other.warm_start is None
 
 
