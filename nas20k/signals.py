@@ -43,7 +43,6 @@ def catch_signals() -> None:
     sys.unraisablehook = _redeliver
 
 
-
 def stop_threads(e: KeyboardInterrupt) -> None:
     """The main thread was signalled: every worker thread of this process stops as it would have."""
     _stopped_by[0] = signal_name(e)
