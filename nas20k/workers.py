@@ -80,24 +80,29 @@ def _run_group(task: Task, settings: SearchSettings, group: list[int]) -> None:
         task(_start_worker(settings, group[0]))
         return
     data, errors = _load(settings, settings.runtime(group[0])), []
+    # Waited on as events, not Thread.join: a signal that interrupts join(timeout) makes CPython 3.11 mark the live
+    # thread as stopped (the bpo-45274 fix releases the lock the thread itself holds), so a later join() returned at
+    # once and its trial was left running (seen in test_a_signal_stops_every_worker_thread... under load).
+    done = {i: threading.Event() for i in group}
 
     def run(index: int) -> None:
         try:
             task(_start_worker(settings, index, data))
         except BaseException as e:  # raised again in the main thread, after every thread has stopped
             errors.append(e)
+        finally:
+            done[index].set()
 
-    threads = [threading.Thread(target=run, args=(i,), name=f"worker {i}") for i in group]
-    for t in threads:
-        t.start()
+    for i in group:
+        threading.Thread(target=run, args=(i,), name=f"worker {i}").start()
     try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.5)  # a bare join() would not let the main thread see a signal
+        for event in done.values():
+            while not event.wait(0.5):  # a bare wait() would not let the main thread see a signal
+                pass
     except KeyboardInterrupt as e:
         stop_threads(e)
-        for t in threads:
-            t.join()
+        for event in done.values():
+            event.wait()
         raise
     if errors:
         raise errors[0]

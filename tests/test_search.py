@@ -29,10 +29,11 @@ from nas20k.recipe import TrainConfig
 from nas20k.record import StudyMeta, TrialRecord, records, search_records
 from nas20k.results import best_record
 from nas20k.settings import SearchSettings
+from nas20k.signals import raise_if_stopped
 from nas20k.space import Candidate, params_of, warm_start
 from nas20k.storage import open_storage
 from nas20k.study import WARM_PRUNE_FROM, _enqueue_retries, prepare, search_worker
-from nas20k.workers import run_workers
+from nas20k.workers import _run_group, run_workers
 
 RECIPE = TrainConfig(epochs=1, batch_size=64, optimizer="adam", lr=0.01, nesterov=False, weight_decay=1e-5,
                      schedule="onecycle", label_smoothing=0.0, rotate=0.0, translate=0.0)
@@ -412,13 +413,16 @@ def test_two_workers_train_as_threads_of_one_process(tmp_path):
 
 
 def test_a_signal_stops_every_worker_thread_and_their_trials_are_retrained(tmp_path):
-    s = threaded(tmp_path, trials=6, epochs=3, limit=3000)
+    # No pruner and epochs to spare: a trial must not end on its own (pruned, or in its last epoch) between the
+    # look below and the signal, so every trial seen training must end interrupted.
+    s = dataclasses.replace(threaded(tmp_path, trials=6, epochs=6, limit=3000), pruner="none")
     study, _ = prepare(s)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def running() -> list[int]:  # trials in training (a running trial may still be sampling or about to be rejected)
-        return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if t.user_attrs.get("status") == "training"]
+    def running() -> list[int]:  # trials in their first epochs (a running trial may still be sampling or rejected)
+        trials = study.get_trials(deepcopy=False)
+        return [r.number for t, r in zip(trials, records(trials), strict=True)
+                if t.state == TrialState.RUNNING and t.user_attrs.get("status") == "training" and r.epochs <= 2]
 
     def interrupt_when_both_train() -> None:
         while len(running()) < 2:
@@ -437,3 +441,39 @@ def test_a_signal_stops_every_worker_thread_and_their_trials_are_retrained(tmp_p
     assert all(t.state != TrialState.RUNNING for t in study.get_trials())
     _, queued = prepare(s)  # the rerun retrains both first
     assert sorted(queued["retries"]) == sorted(r.number for r in interrupted)
+
+
+def test_a_signal_waits_for_every_worker_thread_to_record_its_trial(tmp_path):
+    """The main thread raises only after every thread has stopped. Seen in CI (CPython 3.11): a signal that lands in
+    Thread.join(timeout) marks the live thread as stopped, so the main thread raised while worker 0 still trained,
+    and its trial was left running. Here worker 0 takes 1.5 s to stop and worker 1 0.2 s."""
+    s = threaded(tmp_path, trials=2, epochs=1, limit=200)
+    prepare(s)
+    started, stopped = threading.Semaphore(0), []
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def task(w) -> None:  # noqa: ANN001 - a Worker
+        started.release()
+        try:
+            while True:
+                raise_if_stopped()
+                time.sleep(0.02)
+        except KeyboardInterrupt:
+            time.sleep(1.5 if w.index == 0 else 0.2)  # recording its trial
+            stopped.append(w.index)
+            raise
+
+    def interrupt_when_both_wait() -> None:
+        started.acquire()
+        started.acquire()
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=interrupt_when_both_wait, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run_group(task, s, [0, 1])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert sorted(stopped) == [0, 1]
