@@ -14,7 +14,7 @@ import time
 import optuna
 import pytest
 import torch
-from conftest import DATA_DIR, SMALL, cli, load, nas20k, status, trained
+from conftest import DATA_DIR, SMALL, cli, load, nas20k, restoring_signals, status, trained
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
@@ -417,7 +417,6 @@ def test_a_signal_stops_every_worker_thread_and_their_trials_are_retrained(tmp_p
     # look below and the signal, so every trial seen training must end interrupted.
     s = dataclasses.replace(threaded(tmp_path, trials=6, epochs=6, limit=3000), pruner="none")
     study, _ = prepare(s)
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def running() -> list[int]:  # trials in their first epochs (a running trial may still be sampling or rejected)
         trials = study.get_trials(deepcopy=False)
@@ -430,12 +429,8 @@ def test_a_signal_stops_every_worker_thread_and_their_trials_are_retrained(tmp_p
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=interrupt_when_both_train, daemon=True).start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_workers(s, search_worker, lambda: study.get_trials(deepcopy=False))
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    with restoring_signals(), pytest.raises(KeyboardInterrupt):
+        run_workers(s, search_worker, lambda: study.get_trials(deepcopy=False))
     interrupted = [r for r in records(study.get_trials()) if r.status == "interrupted"]
     assert len(interrupted) == 2 and all("SIGTERM" in r.reason for r in interrupted)
     assert all(t.state != TrialState.RUNNING for t in study.get_trials())
@@ -450,7 +445,6 @@ def test_a_signal_waits_for_every_worker_thread_to_record_its_trial(tmp_path):
     s = threaded(tmp_path, trials=2, epochs=1, limit=200)
     prepare(s)
     started, stopped = threading.Semaphore(0), []
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def task(w) -> None:  # noqa: ANN001 - a Worker
         started.release()
@@ -470,10 +464,6 @@ def test_a_signal_waits_for_every_worker_thread_to_record_its_trial(tmp_path):
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=interrupt_when_both_wait, daemon=True).start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            _run_group(task, s, [0, 1])
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    with restoring_signals(), pytest.raises(KeyboardInterrupt):
+        _run_group(task, s, [0, 1])
     assert sorted(stopped) == [0, 1]
