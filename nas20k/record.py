@@ -8,11 +8,12 @@ an interrupted one from a crash, so each trial also carries `status` and `reason
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas20k.errors import UserError
 from nas20k.mission import Budget, Goal
 from nas20k.optuna_private import storage_of
 from nas20k.space import Candidate
@@ -26,12 +27,14 @@ CONFIRM_SUFFIX = ":confirm"  # the study holding a search's seed-confirmation ru
 
 @dataclass
 class StudyMeta:
-    """The study's own attributes: the budget and goal it was searched under (fixed at creation), what the warm
-    start queued (None: not decided yet), the --trials it was asked for, and how each run executed (`runtime`:
-    one entry per distinct device/precision/workers/threads/torch combination)."""
+    """The study's own attributes: the budget, goal and data split (`data`: --val-size and --limit) it was searched
+    under (fixed at creation), what the warm start queued (None: not decided yet), the --trials it was asked for,
+    and how each run executed (`runtime`: one entry per distinct device/precision/workers/threads/torch
+    combination)."""
 
     budget: Budget = field(default_factory=Budget)
     goal: Goal = field(default_factory=Goal)
+    data: dict | None = None  # None: a study from before it was recorded
     warm_started: list[str] | None = None
     trials_target: int = 0
     runtime: list[dict] = field(default_factory=list)
@@ -39,8 +42,18 @@ class StudyMeta:
     @classmethod
     def of(cls, study: optuna.Study) -> StudyMeta:
         a = study.user_attrs
-        return cls(Budget(**a.get("budget", {})), Goal(**a.get("goal", {})), a.get("warm_started"),
+        return cls(Budget(**a.get("budget", {})), Goal(**a.get("goal", {})), a.get("data"), a.get("warm_started"),
                    a.get("trials_target", 0), a.get("runtime", []))
+
+    def check(self, study: optuna.Study, **fixed: object) -> None:
+        """Refuse flags that differ from what the study recorded at creation: runs scored on another split, or
+        under another budget or goal, would be ranked together with its own."""
+        for key, value in fixed.items():
+            if key in study.user_attrs and getattr(self, key) != value:
+                was = getattr(self, key)
+                raise UserError(f"study {study.study_name!r} was searched with {key} "
+                                f"{asdict(was) if is_dataclass(was) else was}; give the same flags "
+                                "(or a new --study-name for a new search)")
 
     def save(self, study: optuna.Study) -> None:
         for key, value in asdict(self).items():

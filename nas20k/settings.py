@@ -98,6 +98,11 @@ class SearchSettings:
 
         return Path(self.artifacts) if self.artifacts else default_artifacts(self.storage_url, self.study_name)
 
+    @property
+    def data_split(self) -> dict:
+        """The flags that decide which images train and which score: a study records them (`StudyMeta.data`)."""
+        return {"val_size": self.val_size, "limit": self.limit}
+
     @cached_property
     def torch_device(self) -> torch.device:
         return pick_device(self.device)

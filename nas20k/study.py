@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas20k.data import check_files, default_data_dir
-from nas20k.errors import UserError
 from nas20k.lost import OWNER, lose_trial, recover_lost_trials, sibling
 from nas20k.objective import Objective
 from nas20k.optuna_private import requeue_behind
@@ -87,12 +86,8 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
     study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
                                 load_if_exists=True)
     meta = StudyMeta.of(study)
-    if study.user_attrs:
-        for key, value in {"budget": settings.budget, "goal": settings.goal}.items():
-            if key in study.user_attrs and getattr(meta, key) != value:
-                raise UserError(f"study {settings.study_name!r} was searched with {key} {asdict(getattr(meta, key))}; "
-                                "use those flags or a new --study-name")
-    meta.budget, meta.goal = settings.budget, settings.goal
+    meta.check(study, budget=settings.budget, goal=settings.goal, data=settings.data_split)
+    meta.budget, meta.goal, meta.data = settings.budget, settings.goal, settings.data_split
     meta.trials_target = max(settings.trials, meta.trials_target)
     if (run := settings.describe()) not in meta.runtime:
         meta.runtime = [*meta.runtime, run]
