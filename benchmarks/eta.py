@@ -53,7 +53,9 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = optuna.load_study(study_name=args.study, storage=args.storage)
     confirm = optuna.load_study(study_name=args.study + CONFIRM_SUFFIX, storage=args.storage)
-    meta, s_trials, c_trials = StudyMeta.of(search), search.get_trials(), confirm.get_trials()
+    # the command's own runs: a later `nas20k confirm --seeds 5` added seeds the command never ran
+    meta, s_trials = StudyMeta.of(search), search.get_trials()
+    c_trials = [t for t in confirm.get_trials() if t.user_attrs.get("seed", 0) < args.seeds]
     start = min(t.datetime_start for t in s_trials if t.datetime_start)
     search_end = max(t.datetime_complete for t in s_trials if t.datetime_complete)
     end = max([search_end, *(t.datetime_complete for t in c_trials if t.datetime_complete)])
