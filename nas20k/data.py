@@ -34,6 +34,14 @@ class DataError(UserError):
     """A data problem the user can fix; the message is one line saying what and how."""
 
 
+@dataclass(frozen=True)
+class DataSplit:
+    """The flags that decide which images train and which score (--val-size, --limit); a study records them."""
+
+    val_size: int = 5000
+    limit: int | None = None
+
+
 @dataclass
 class Split:
     x: torch.Tensor  # (N, 1, 28, 28) float32, normalized

@@ -8,11 +8,12 @@ an interrupted one from a crash, so each trial also carries `status` and `reason
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas20k.data import DataSplit
 from nas20k.errors import UserError
 from nas20k.mission import Budget, Goal
 from nas20k.optuna_private import storage_of
@@ -34,7 +35,7 @@ class StudyMeta:
 
     budget: Budget = field(default_factory=Budget)
     goal: Goal = field(default_factory=Goal)
-    data: dict | None = None  # None: a study from before it was recorded
+    data: DataSplit | None = None  # None: a study from before it was recorded
     warm_started: list[str] | None = None
     trials_target: int = 0
     runtime: list[dict] = field(default_factory=list)
@@ -42,18 +43,17 @@ class StudyMeta:
     @classmethod
     def of(cls, study: optuna.Study) -> StudyMeta:
         a = study.user_attrs
-        return cls(Budget(**a.get("budget", {})), Goal(**a.get("goal", {})), a.get("data"), a.get("warm_started"),
+        return cls(Budget(**a.get("budget", {})), Goal(**a.get("goal", {})),
+                   DataSplit(**a["data"]) if "data" in a else None, a.get("warm_started"),
                    a.get("trials_target", 0), a.get("runtime", []))
 
     def check(self, study: optuna.Study, **fixed: object) -> None:
         """Refuse flags that differ from what the study recorded at creation: runs scored on another split, or
         under another budget or goal, would be ranked together with its own."""
         for key, value in fixed.items():
-            if key in study.user_attrs and getattr(self, key) != value:
-                was = getattr(self, key)
-                raise UserError(f"study {study.study_name!r} was searched with {key} "
-                                f"{asdict(was) if is_dataclass(was) else was}; give the same flags "
-                                "(or a new --study-name for a new search)")
+            if key in study.user_attrs and (was := getattr(self, key)) != value:
+                raise UserError(f"study {study.study_name!r} was searched with {key} {asdict(was)}; give the same "
+                                "flags (or a new --study-name for a new search)")
 
     def save(self, study: optuna.Study) -> None:
         for key, value in asdict(self).items():

@@ -22,6 +22,8 @@ from nas20k.runtime import Runtime, pick_device, resolve
 if TYPE_CHECKING:  # torch, the data and the storage load when a run needs them: a bad flag is refused at once
     import torch
 
+    from nas20k.data import DataSplit
+
 GPU_WORKERS = 8  # per GPU: the host work of one trial (sampling, capture, evaluation) leaves it idle between steps
 
 
@@ -99,9 +101,10 @@ class SearchSettings:
         return Path(self.artifacts) if self.artifacts else default_artifacts(self.storage_url, self.study_name)
 
     @property
-    def data_split(self) -> dict:
-        """The flags that decide which images train and which score: a study records them (`StudyMeta.data`)."""
-        return {"val_size": self.val_size, "limit": self.limit}
+    def data_split(self) -> DataSplit:
+        from nas20k.data import DataSplit
+
+        return DataSplit(self.val_size, self.limit)
 
     @cached_property
     def torch_device(self) -> torch.device:
