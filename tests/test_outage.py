@@ -421,10 +421,11 @@ def test_a_killed_workers_trial_is_retrained_by_a_rerun_at_once(pg, tmp_path):
 def test_a_confirmation_rides_out_a_server_restart(pg, tmp_path):
     name = f"confirm-{uuid.uuid4().hex[:8]}"
     where = ["--storage", pg, "--study-name", name]
-    search = Command(["search", "--trials", "1", *TINY, "--max-epochs", "3", "--jobs", "1", *where], tmp_path)
+    # --limit 3000: a run that trains for a few seconds, for the outage to land in (confirm takes the search's split)
+    search = Command(["search", "--trials", "1", *TINY, "--limit", "3000", "--max-epochs", "3", "--jobs", "1", *where],
+                     tmp_path)
     code, err = search.finish()
     assert code == 0, err
-    # --limit 3000: a run that trains for a few seconds, for the outage to land in.
     cmd = Command(["confirm", "--top", "1", "--seeds", "2", "--limit", "3000", "--val-size", "500", "--jobs", "1",
                    "--heartbeat", "1", "-q", *where], tmp_path)
     until(lambda: trials_in(pg, name + ":confirm", "RUNNING", "training"), cmd)

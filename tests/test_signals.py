@@ -26,12 +26,17 @@ from nas20k.study import prepare
 
 pytestmark = pytest.mark.slow  # real processes and searches
 
-assert LONGER[LONGER.index("--max-epochs") + 1] == "3"
+
+
+def longer(flag: str) -> int:
+    return int(LONGER[LONGER.index(flag) + 1])
 
 
 def resume(cwd, **kw):  # noqa: ANN001, ANN201
-    """What the next `search` queues before training (its `prepare` step), without training."""
-    return prepare(SearchSettings(budget=Budget(max_epochs=3), storage=f"sqlite:///{cwd}/studies/nas20k.db",
+    """What the next `search` queues before training (its `prepare` step), without training: the flags of the
+    LONGER search it resumes (a study refuses another budget or data split)."""
+    return prepare(SearchSettings(budget=Budget(max_epochs=longer("--max-epochs")), val_size=longer("--val-size"),
+                                  limit=longer("--limit"), storage=f"sqlite:///{cwd}/studies/nas20k.db",
                                   data_dir=str(DATA_DIR), download=False, **kw))
 
 
