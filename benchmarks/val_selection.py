@@ -67,7 +67,8 @@ def split_noise(max_params: int) -> None:
         return total / dof
 
     s_vv, s_tt, s_vt = pooled(0, 0), pooled(1, 1), pooled(0, 1)
-    quality, noise = max(s_vt, 0.0), s_vv - max(s_vt, 0.0)
+    quality = max(s_vt, 0.0)
+    noise = s_vv - quality
     pct = 100  # variances are printed in (percentage points)^2 as sds in points
     print(f"{len(runs)} designs under {max_params:,} params, {sum(map(len, runs))} runs ({dof} degrees of freedom)")
     print(f"sd over seeds: val {pct * s_vv ** 0.5:.3f}, test {pct * s_tt ** 0.5:.3f}; "
@@ -78,7 +79,7 @@ def split_noise(max_params: int) -> None:
     err_v = 1 - statistics.fmean(p[0] for pairs in runs for p in pairs)
     err_t = 1 - statistics.fmean(p[1] for pairs in runs for p in pairs)
     binomial = (err_v * (1 - err_v) / 5000) / (err_t * (1 - err_t) / 10_000)
-    print(f"check: val's noise / test's noise {noise / (s_tt - max(s_vt, 0.0)):.1f}; "
+    print(f"check: val's noise / test's noise {noise / (s_tt - quality):.1f}; "
           f"binomial on {100 * err_v:.2f} % / {100 * err_t:.2f} % error, 5,000 / 10,000 images: {binomial:.1f}")
     print("\n| val images | sd of a val score | 3-seed mean | 5-seed mean |")
     print("| --- | --- | --- | --- |")

@@ -86,8 +86,9 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
     study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
                                 load_if_exists=True)
     meta = StudyMeta.of(study)
-    meta.check(study, budget=settings.budget, goal=settings.goal, data=settings.data_split)
-    meta.budget, meta.goal, meta.data = settings.budget, settings.goal, settings.data_split
+    split = settings.data_split
+    meta.check(study, budget=settings.budget, goal=settings.goal, data=split)
+    meta.budget, meta.goal, meta.data = settings.budget, settings.goal, split
     meta.trials_target = max(settings.trials, meta.trials_target)
     if (run := settings.describe()) not in meta.runtime:
         meta.runtime = [*meta.runtime, run]

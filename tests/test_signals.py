@@ -27,7 +27,6 @@ from nas20k.study import prepare
 pytestmark = pytest.mark.slow  # real processes and searches
 
 
-
 def longer(flag: str) -> int:
     return int(LONGER[LONGER.index(flag) + 1])
 
