@@ -93,7 +93,7 @@ def open_confirm_study(settings: SearchSettings) -> tuple[optuna.Study, optuna.S
     settings.validate()
     check_files(Path(settings.data_dir) if settings.data_dir else default_data_dir(), settings.download)
     study = load_study(settings.storage_url, settings.study_name)
-    StudyMeta.of(study).check(study, data=settings.data_split)  # its runs are ranked with the search's
+    StudyMeta.check(study, data=settings.data_split)  # its runs are ranked with the search's
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)  # a confirm may write its weights to a new folder
     confirm = optuna.create_study(study_name=settings.study_name + CONFIRM_SUFFIX,
                                   storage=open_storage(settings.storage_url, settings.heartbeat,

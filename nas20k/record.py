@@ -42,16 +42,23 @@ class StudyMeta:
 
     @classmethod
     def of(cls, study: optuna.Study) -> StudyMeta:
-        a = study.user_attrs
+        return cls._from(study.user_attrs)
+
+    @classmethod
+    def _from(cls, a: dict) -> StudyMeta:
         return cls(Budget(**a.get("budget", {})), Goal(**a.get("goal", {})),
                    DataSplit(**a["data"]) if "data" in a else None, a.get("warm_started"),
                    a.get("trials_target", 0), a.get("runtime", []))
 
-    def check(self, study: optuna.Study, **fixed: object) -> None:
+    @classmethod
+    def check(cls, study: optuna.Study, **fixed: object) -> None:
         """Refuse flags that differ from what the study recorded at creation: runs scored on another split, or
-        under another budget or goal, would be ranked together with its own."""
+        under another budget or goal, would be ranked together with its own. Reads the attributes once, so a
+        process that is writing a new study's first attributes meanwhile cannot make the two disagree."""
+        attrs = study.user_attrs
+        recorded = cls._from(attrs)
         for key, value in fixed.items():
-            if key in study.user_attrs and (was := getattr(self, key)) != value:
+            if key in attrs and (was := getattr(recorded, key)) != value:
                 raise UserError(f"study {study.study_name!r} was searched with {key} {asdict(was)}; give the same "
                                 "flags (or a new --study-name for a new search)")
 

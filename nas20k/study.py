@@ -85,17 +85,17 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
                            wait_to_open=False)
     study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
                                 load_if_exists=True)
-    meta = StudyMeta.of(study)
     split = settings.data_split
-    meta.check(study, budget=settings.budget, goal=settings.goal, data=split)
-    meta.budget, meta.goal, meta.data = settings.budget, settings.goal, split
-    meta.trials_target = max(settings.trials, meta.trials_target)
-    if (run := settings.describe()) not in meta.runtime:
-        meta.runtime = [*meta.runtime, run]
+    StudyMeta.check(study, budget=settings.budget, goal=settings.goal, data=split)  # before anything is written
     study.set_metric_names(["val score" if settings.goal.kind == "accuracy"
                             else f"val score, size bonus above {settings.goal.target:.2%}"])
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
-    with planning_lock(storage, settings.study_name):
+    with planning_lock(storage, settings.study_name):  # racing workers read and write the attributes in turn
+        meta = StudyMeta.of(study)
+        meta.budget, meta.goal, meta.data = settings.budget, settings.goal, split
+        meta.trials_target = max(settings.trials, meta.trials_target)
+        if (run := settings.describe()) not in meta.runtime:
+            meta.runtime = [*meta.runtime, run]
         queued = {"warm_start": _enqueue_warm_start(study, settings, meta), "retries": _enqueue_retries(study)}
         meta.save(study)
     return study, queued

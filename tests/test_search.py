@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 
 import nas20k.objective as objective_mod
 import nas20k.train as train_mod
-from nas20k.data import load_mnist
+from nas20k.data import DataSplit, load_mnist
+from nas20k.errors import UserError
 from nas20k.factory import PRESETS, ArchSpec
 from nas20k.mission import Budget, Goal
 from nas20k.objective import Objective
@@ -467,3 +468,24 @@ def test_a_signal_waits_for_every_worker_thread_to_record_its_trial(tmp_path):
     with restoring_signals(), pytest.raises(KeyboardInterrupt):
         _run_group(task, s, [0, 1])
     assert sorted(stopped) == [0, 1]
+
+
+def test_the_split_check_reads_the_study_once_while_another_worker_writes_it():
+    """CI caught this race: a worker read a new study's attributes before another had written `data`, then saw
+    `data` on a second read and compared the split against None."""
+    split, budget = DataSplit(val_size=500, limit=1500), dataclasses.asdict(Budget())
+    before, after = {"budget": budget}, {"budget": budget, "data": dataclasses.asdict(split)}
+
+    class Racing:  # each read returns the study as another worker has meanwhile written more of it
+        study_name = "nas20k"
+
+        def __init__(self, *snapshots: dict) -> None:
+            self.reads = iter(snapshots)
+
+        @property
+        def user_attrs(self) -> dict:
+            return next(self.reads)
+
+    StudyMeta.check(Racing(before, after), budget=Budget(), data=split)  # one snapshot, no split yet: nothing to refuse
+    with pytest.raises(UserError, match="was searched with data"):
+        StudyMeta.check(Racing(after), data=DataSplit(val_size=5000))
