@@ -20,6 +20,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from nas20k.cli_options import (
+    CONFIRM_OPTIONS,
     DATA_OPTIONS,
     DEVICE_OPTIONS,
     PRUNER_HELP,
@@ -223,7 +224,7 @@ def search(
     confirm_top: Annotated[int, typer.Option(
         help="Then race this many top candidates over more seeds (0: skip; `nas20k confirm` later).")] = 3,
     confirm_seeds: Annotated[int | None, typer.Option(
-        help="Seeds the confirmed winner ends with (its own run counts as one)  [default: 3; 5 for --goal smallest]",
+        help="Seeds the confirmed winner ends with (its own run counts as one)  \\[default: 3; 5 for --goal smallest]",
         show_default=False)] = None,
     seed: Annotated[int, typer.Option(
         help="Seed of the TPE sampler (offset per worker and by the study's trials) and of training.")] = 0,
@@ -269,16 +270,17 @@ def search(
 
 
 @app.command()
-@add_options(RUN_OPTIONS, into="run")
+@add_options(CONFIRM_OPTIONS, into="run")
 def confirm(
     top: Annotated[int, typer.Option(
         help="How many of the best candidates (by the study's goal) race for more seeds.")] = 3,
     seeds: Annotated[int | None, typer.Option(help="Seeds the winner ends with: its own run plus seed+1, seed+2, ...  "
-                                                  "[default: 3; 5 for a --goal smallest study]",
+                                                  "\\[default: 3; 5 for a --goal smallest study]",
                                               show_default=False)] = None,
     run: dict | None = None,
 ) -> None:
     """Retrain the top candidates on more seeds, raced, so the winner is a mean, not one lucky run; resumable."""
+    from nas20k.data import DataSplit
     from nas20k.record import StudyMeta
 
     study = _open(run["study_name"], run["storage"])
@@ -286,7 +288,9 @@ def confirm(
     seeds = SEEDS[meta.goal.kind] if seeds is None else seeds
     if top < 1 or seeds < 1:
         raise UserError("--top and --seeds must be >= 1")
-    settings = _settings(run, budget=meta.budget, goal=meta.goal)
+    recorded = meta.data or DataSplit()  # a study from before the split was recorded: the defaults
+    data = {k: getattr(recorded, k) if run[k] is None else run[k] for k in ("val_size", "limit")}
+    settings = _settings({**run, **data}, budget=meta.budget, goal=meta.goal)
     _running_on(settings)
     _confirm(settings, top, seeds, run["quiet"])
     _show_ranked(study, max(top, 5))
@@ -321,7 +325,7 @@ def _show_ranked(study: optuna.Study, k: int) -> None:
 def best(
     directory: Annotated[Path | None, typer.Argument(
         metavar="[DIR]", show_default=False,
-        help="Export folder  [default: studies/<study-name>-best, or -smallest]")] = None,
+        help="Export folder  \\[default: studies/<study-name>-best, or -smallest]")] = None,
     export_model: Annotated[bool, typer.Option(
         "--export", help="Write model.pt2 (torch.export), model.pt, spec.json, metrics.json, summary.txt, history.csv "
                          "into DIR.")] = False,
@@ -330,9 +334,9 @@ def best(
     smallest: Annotated[bool, typer.Option(
         help="The fewest-parameter candidate whose confirmed mean val score reaches --target.")] = False,
     target: Annotated[float | None, typer.Option(
-        help="Val score for --smallest  [default: the study's --target]", show_default=False)] = None,
+        help="Val score for --smallest  \\[default: the study's --target]", show_default=False)] = None,
     artifacts: Annotated[Path | None, typer.Option(
-        help="Where the study's weights are  [default: next to its SQLite file]", show_default=False)] = None,
+        help="Where the study's weights are  \\[default: next to its SQLite file]", show_default=False)] = None,
     where: dict | None = None,
 ) -> None:
     """Show the best trial (by mean val score over its seeds), its layer table and the checklist; optionally export it."""  # noqa: E501 - one line in `nas20k --help`

@@ -46,13 +46,13 @@ STUDY_OPTIONS: dict[str, Option] = {
                                                help="Name of the study inside the storage.")], "nas20k"),
     "storage": (Annotated[str | None, typer.Option(
         show_default=False, help="Optuna storage URL: sqlite:///studies/x.db or postgresql://user:pw@host/db  "
-                                 "[default: sqlite:///studies/<study-name>.db]")], None),
+                                 "\\[default: sqlite:///studies/<study-name>.db]")], None),
 }
 RUN_OPTIONS: dict[str, Option] = {
     **STUDY_OPTIONS,
     "artifacts": (Annotated[Path | None, typer.Option(
         show_default=False, help="Folder for trial weights (share it between machines)  "
-                                 "[default: <study-name>-artifacts next to the SQLite file]")], None),
+                                 "\\[default: <study-name>-artifacts next to the SQLite file]")], None),
     "jobs": (Annotated[int | None, typer.Option(
         show_default=False, help="Trials trained at once. Default: one per CPU core (one thread each), or 8 per GPU; "
                                  "docs/design.md says why.")], None),
@@ -64,6 +64,14 @@ RUN_OPTIONS: dict[str, Option] = {
         help="Seconds to wait out a storage outage (database restart, lost connection) before giving up.")], 120.0),
     **DATA_OPTIONS,
     "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")], False),
+}
+# confirm's runs are ranked with the search's, so they must be scored on its split: unless given, it is the study's
+CONFIRM_OPTIONS: dict[str, Option] = {
+    **RUN_OPTIONS,
+    "val_size": (Annotated[int | None, typer.Option(show_default=False, help=(
+        "Validation images, as the study was searched with  \\[default: the study's]"))], None),
+    "limit": (Annotated[int | None, typer.Option(show_default=False, help=(
+        "The first N training and test images, as the study was searched with  \\[default: the study's]"))], None),
 }
 PRUNER_HELP = (f"Early stopping of weak trials on validation accuracy: {', '.join(PRUNERS)} "
                "(asha: successive halving at epochs 1, 3, 9).")

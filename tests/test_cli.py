@@ -38,10 +38,12 @@ def test_help_explains_every_command_and_option():
                 assert len(words) > 3, f"{command}: option without help: {line}"
     confirm = runner.invoke(app, ["confirm", "--help"], env={"COLUMNS": "200"}).stdout
     assert "--top" in confirm and "--seeds" in confirm
+    assert confirm.count("[default: the study's]") == 2  # --val-size, --limit: a default in brackets is not markup
     search = runner.invoke(app, ["search", "--help"], env={"COLUMNS": "200"}).stdout
     for option in ("--goal", "--target", "--warm-start", "--no-warm-start", "--confirm-top", "--confirm-seeds",
                    "--jobs", "--device"):
         assert option in search
+    assert "[default: 3; 5 for --goal smallest]" in search
 
 
 def digest(folder: Path) -> str:
