@@ -206,13 +206,13 @@ def under(max_params: int) -> list[str]:
 
 @pytest.mark.parametrize("max_params, names", [
     (20_000, ["nas20k-14088", "nas20k-7458", "nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle",
-              "nitinvig-7070"]),
+              "nitinvig-7070", "nas20k-5826-light"]),
     (8000, ["nas20k-7458", "nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070",
-            "nas20k-14088-scaled"]),
-    (6500, ["nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle", "nas20k-14088-scaled",
-            "nas20k-7458-scaled", "nitinvig-7070-scaled"]),
-    (6000, ["nas20k-5826", "public-3762", "nas20k-14088-scaled", "nas20k-7458-scaled", "firekind-6174-scaled",
-            "firekind-6174-onecycle-scaled", "nitinvig-7070-scaled"]),
+            "nas20k-5826-light", "nas20k-14088-scaled"]),
+    (6500, ["nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle", "nas20k-5826-light",
+            "nas20k-14088-scaled", "nas20k-7458-scaled", "nitinvig-7070-scaled"]),
+    (6000, ["nas20k-5826", "public-3762", "nas20k-5826-light", "nas20k-14088-scaled", "nas20k-7458-scaled",
+            "firekind-6174-scaled", "firekind-6174-onecycle-scaled", "nitinvig-7070-scaled"]),
     # ours scaled to fit (2,922 params and less) have widths below the space's ranges: skipped, not a crash
     (3000, ["firekind-6174-scaled", "firekind-6174-onecycle-scaled"]),
     (1000, []),  # not even a tenth of the widths fits, except nitinvig-7070 at width 4, which the space cannot express
