@@ -12,11 +12,13 @@ both searched with nets of 5-20k params): rotation ± 5° and shift ± 1 px; shi
 one on the 3,792-param wider net. With `--moves none --val-size 10000`, the design as searched on 50,000 training
 images instead of 55,000 (what a validation split twice as large costs it; compare its test with the 5,000 run's).
 With `--moves lighter`, moves on that set's best row by val (wider, rotation ± 5°, shift ± 1 px): an EMA of the
-weights, zoom ± 10 %, label smoothing 0.1, and the step drop at 70 % of the epochs instead of 53 %.
+weights, zoom ± 10 %, label smoothing 0.1, and the step drop at 70 % of the epochs instead of 53 %. With
+`--moves schedule`, on that net: a rate that anneals to 0 (OneCycle, at the recipe's peak and at twice it) in place of
+the one step drop, batch 64, and both.
 Prints one row per run, then mean ± sd of the val score and of test accuracy (both means of the last 3 epochs).
 Choose by val; test is reported, never read to choose.
 
-    python benchmarks/small_recipes.py [--moves recipe|augmentation|lighter|none] [--val-size 5000] [--seeds 5]
+    python benchmarks/small_recipes.py [--moves recipe|augmentation|lighter|schedule|none] [--val-size 5000] [--seeds 5]
                                        [--jobs 2] [--data-dir ../shared/data]
 """
 
@@ -72,6 +74,12 @@ MOVES: dict[str, dict[str, Callable[[Candidate], Candidate]]] = {
                     "EMA 0.999": recipe(ema=0.999), "zoom ± 10 %": recipe(scale=0.1),
                     "label smoothing 0.1": recipe(label_smoothing=0.1), "step drop at 70 %": recipe(drop_at=0.7),
                 }.items()}},
+    "schedule": {"wider, rotate 5, shift 1": wider_lighter,
+                 **{f"+ {name}": (lambda c, m=m: m(wider_lighter(c))) for name, m in {
+                     "OneCycle (anneals to 0)": recipe(schedule="onecycle"),
+                     "OneCycle, 2x peak": lambda c: recipe(schedule="onecycle", lr=2 * c.train.lr)(c),
+                     "batch 64": batch_64, "batch 64, OneCycle": lambda c: batch_64(recipe(schedule="onecycle")(c)),
+                 }.items()}},
 }
 
 
