@@ -86,11 +86,9 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
     study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
                                 load_if_exists=True)
     split = settings.data_split
-    StudyMeta.check(study, budget=settings.budget, goal=settings.goal, data=split)  # before anything is written
-    study.set_metric_names(["val score" if settings.goal.kind == "accuracy"
-                            else f"val score, size bonus above {settings.goal.target:.2%}"])
-    settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
-    with planning_lock(storage, settings.study_name):  # racing workers read and write the attributes in turn
+    with planning_lock(storage, settings.study_name):  # racing workers check, read and write the attributes in turn
+        # Under the lock: a worker started at the same moment with another split sees the first one's and stops.
+        StudyMeta.check(study, budget=settings.budget, goal=settings.goal, data=split)  # before anything is written
         meta = StudyMeta.of(study)
         meta.budget, meta.goal, meta.data = settings.budget, settings.goal, split
         meta.trials_target = max(settings.trials, meta.trials_target)
@@ -98,6 +96,9 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
             meta.runtime = [*meta.runtime, run]
         queued = {"warm_start": _enqueue_warm_start(study, settings, meta), "retries": _enqueue_retries(study)}
         meta.save(study)
+    study.set_metric_names(["val score" if settings.goal.kind == "accuracy"
+                            else f"val score, size bonus above {settings.goal.target:.2%}"])
+    settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     return study, queued
 
 

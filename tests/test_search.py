@@ -1,6 +1,7 @@
 """The objective, the gate, the goal, the warm start, selection and the search/best/export commands, on a small
 real subset."""
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -274,6 +275,40 @@ def test_racing_prepares_enqueue_the_warm_start_once(tmp_path):
     study = optuna.load_study(study_name="nas20k", storage=f"sqlite:///{tmp_path}/w.db")
     assert [name for name, _ in waiting(study)] == under(20_000)  # once each
     assert optuna.get_all_study_names(f"sqlite:///{tmp_path}/w.db") == ["nas20k"]  # the planning lock is gone
+
+
+def test_racing_prepares_with_different_splits_keep_one(tmp_path, monkeypatch):
+    """Two pairs of workers start together on a new study, each pair with its own --val-size: the pair that plans
+    first records its split, the other pair is refused (the check runs under the planning lock). Each check waits
+    for the other three to pass theirs: outside the lock all four would pass before any writes; under it the wait
+    times out and the next worker checks after the first one wrote."""
+    errors: dict[int, list[Exception]] = {5000: [], 4000: []}
+    barrier, all_checked, check = threading.Barrier(4), threading.Barrier(4, timeout=2), StudyMeta.check.__func__
+
+    def slow_check(cls: type[StudyMeta], study: optuna.Study, **fixed: object) -> None:
+        check(cls, study, **fixed)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            all_checked.wait()
+
+    monkeypatch.setattr(StudyMeta, "check", classmethod(slow_check))
+
+    def go(val_size: int) -> None:
+        try:
+            barrier.wait()
+            prepare(settings(tmp_path, val_size=val_size))
+        except UserError as e:
+            errors[val_size].append(e)
+
+    threads = [threading.Thread(target=go, args=(v,)) for v in (5000, 4000, 5000, 4000)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    study = optuna.load_study(study_name="nas20k", storage=f"sqlite:///{tmp_path}/w.db")
+    recorded = StudyMeta.of(study).data.val_size
+    refused = 4000 if recorded == 5000 else 5000
+    assert not errors[recorded] and len(errors[refused]) == 2, errors
+    assert all("val" in str(e) for e in errors[refused])
 
 
 def _pop_all(url: str, out) -> None:  # noqa: ANN001 - a multiprocessing queue
