@@ -86,9 +86,11 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
     study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
                                 load_if_exists=True)
     split = settings.data_split
+    fixed = {"budget": settings.budget, "goal": settings.goal, "data": split}
+    StudyMeta.check(study, **fixed)  # before anything is written (the lock too): a refused start leaves the file as is
     with planning_lock(storage, settings.study_name):  # racing workers check, read and write the attributes in turn
-        # Under the lock: a worker started at the same moment with another split sees the first one's and stops.
-        StudyMeta.check(study, budget=settings.budget, goal=settings.goal, data=split)  # before anything is written
+        # Again under the lock: a worker started at the same moment with another split sees the first one's and stops.
+        StudyMeta.check(study, **fixed)
         meta = StudyMeta.of(study)
         meta.budget, meta.goal, meta.data = settings.budget, settings.goal, split
         meta.trials_target = max(settings.trials, meta.trials_target)
