@@ -62,6 +62,14 @@ def same(c: Candidate) -> Candidate:
 
 lighter = augmentation(5.0, 1.0)
 wider_lighter = lambda c: lighter(wider(c))  # noqa: E731 - the best val score of the augmentation set
+
+
+def on_wider_lighter(moves: dict[str, Callable[[Candidate], Candidate]]) -> dict[str, Callable[[Candidate], Candidate]]:
+    """A set whose reference row is `wider_lighter`, each move applied on top of it."""
+    return {"wider, rotate 5, shift 1": wider_lighter,
+            **{f"+ {name}": (lambda c, m=m: m(wider_lighter(c))) for name, m in moves.items()}}
+
+
 # Each set's first move is the row the others are read against.
 MOVES: dict[str, dict[str, Callable[[Candidate], Candidate]]] = {
     "recipe": {"as searched": same, "wider (3,792 params)": wider, "dropout 0.02": less_dropout,
@@ -69,17 +77,13 @@ MOVES: dict[str, dict[str, Callable[[Candidate], Candidate]]] = {
     "augmentation": {"as searched": same, "rotate 5, shift 1": lighter, "shift 1 only": augmentation(0.0, 1.0),
                      "none": augmentation(0.0, 0.0), "wider, rotate 5, shift 1": wider_lighter},
     "none": {"as searched": same},
-    "lighter": {"wider, rotate 5, shift 1": wider_lighter,
-                **{f"+ {name}": (lambda c, m=m: m(wider_lighter(c))) for name, m in {
-                    "EMA 0.999": recipe(ema=0.999), "zoom ± 10 %": recipe(scale=0.1),
-                    "label smoothing 0.1": recipe(label_smoothing=0.1), "step drop at 70 %": recipe(drop_at=0.7),
-                }.items()}},
-    "schedule": {"wider, rotate 5, shift 1": wider_lighter,
-                 **{f"+ {name}": (lambda c, m=m: m(wider_lighter(c))) for name, m in {
-                     "OneCycle (anneals to 0)": recipe(schedule="onecycle"),
-                     "OneCycle, 2x peak": lambda c: recipe(schedule="onecycle", lr=2 * c.train.lr)(c),
-                     "batch 64": batch_64, "batch 64, OneCycle": lambda c: batch_64(recipe(schedule="onecycle")(c)),
-                 }.items()}},
+    "lighter": on_wider_lighter({"EMA 0.999": recipe(ema=0.999), "zoom ± 10 %": recipe(scale=0.1),
+                                 "label smoothing 0.1": recipe(label_smoothing=0.1),
+                                 "step drop at 70 %": recipe(drop_at=0.7)}),
+    "schedule": on_wider_lighter({"OneCycle (anneals to 0)": recipe(schedule="onecycle"),
+                                  "OneCycle, 2x peak": lambda c: recipe(schedule="onecycle", lr=2 * c.train.lr)(c),
+                                  "batch 64": batch_64,
+                                  "batch 64, OneCycle": lambda c: batch_64(recipe(schedule="onecycle")(c))}),
 }
 
 

@@ -279,9 +279,9 @@ def test_racing_prepares_enqueue_the_warm_start_once(tmp_path):
 
 def test_racing_prepares_with_different_splits_keep_one(tmp_path, monkeypatch):
     """Two pairs of workers start together on a new study, each pair with its own --val-size: the pair that plans
-    first records its split, the other pair is refused (the check runs under the planning lock). Each check waits
-    for the other three to pass theirs: outside the lock all four would pass before any writes; under it the wait
-    times out and the next worker checks after the first one wrote."""
+    first records its split, the other pair is refused. Each check waits for the other three to pass theirs: the
+    first check, outside the lock, lets all four through together, so only the check under the planning lock can
+    refuse (there the wait times out and the next worker checks after the first one wrote)."""
     errors: dict[int, list[Exception]] = {5000: [], 4000: []}
     barrier, all_checked, check = threading.Barrier(4), threading.Barrier(4, timeout=2), StudyMeta.check.__func__
 
