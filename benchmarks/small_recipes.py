@@ -14,12 +14,14 @@ images instead of 55,000 (what a validation split twice as large costs it; compa
 With `--moves lighter`, moves on that set's best row by val (wider, rotation ± 5°, shift ± 1 px): an EMA of the
 weights, zoom ± 10 %, label smoothing 0.1, and the step drop at 70 % of the epochs instead of 53 %. With
 `--moves schedule`, on that net: a rate that anneals to 0 (OneCycle, at the recipe's peak and at twice it) in place of
-the one step drop, batch 64, and both.
+the one step drop, batch 64, and both. With `--moves padding`, on that net: padding 1 in more blocks (the design pads
+block 2 only, so its last convs see 4x4 and 2x2 maps). Padding costs no parameters, only compute: each block padded
+keeps its maps 4 pixels larger.
 Prints one row per run, then mean ± sd of the val score and of test accuracy (both means of the last 3 epochs).
 Choose by val; test is reported, never read to choose.
 
-    python benchmarks/small_recipes.py [--moves recipe|augmentation|lighter|schedule|none] [--val-size 5000] [--seeds 5]
-                                       [--jobs 2] [--data-dir ../shared/data]
+    python benchmarks/small_recipes.py [--moves recipe|augmentation|lighter|schedule|padding|none] [--val-size 5000]
+                                       [--seeds 5] [--jobs 2] [--data-dir ../shared/data]
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ def recipe(**changes: object) -> Callable[[Candidate], Candidate]:
     return lambda c: replace(c, train=replace(c.train, **changes))
 
 
+def padding(*per_block: int) -> Callable[[Candidate], Candidate]:
+    return lambda c: replace(c, spec=replace(c.spec, padding=per_block))
+
+
 def same(c: Candidate) -> Candidate:
     return c
 
@@ -84,6 +90,7 @@ MOVES: dict[str, dict[str, Callable[[Candidate], Candidate]]] = {
                                   "OneCycle, 2x peak": lambda c: recipe(schedule="onecycle", lr=2 * c.train.lr)(c),
                                   "batch 64": batch_64,
                                   "batch 64, OneCycle": lambda c: batch_64(recipe(schedule="onecycle")(c))}),
+    "padding": on_wider_lighter({f"padding {p}": padding(*p) for p in ((0, 1, 1), (1, 1, 0), (1, 1, 1))}),
 }
 
 
