@@ -18,11 +18,13 @@ the one step drop, batch 64, and both. With `--moves padding`, on that net: padd
 block 2 only, so its last convs see 4x4 and 2x2 maps). Padding costs no parameters, only compute: each block padded
 keeps its maps 4 pixels larger. With `--moves best --val-size 1`, the best row by val so far (wider, rotation ± 5°,
 shift ± 1 px) trained on all but one of the 60,000 training images: what retraining a chosen design on the whole
-training set gives its test (its val score, on one image, means nothing).
+training set gives its test (its val score, on one image, means nothing). With `--moves widths`, the same parameters
+spent elsewhere (3,722-3,776, some bias-free: a bias before BatchNorm is redundant): a wider first conv, a wider
+block 2, a wider last block, even widths.
 Prints one row per run, then mean ± sd of the val score and of test accuracy (both means of the last 3 epochs).
 Choose by val; test is reported, never read to choose.
 
-    python benchmarks/small_recipes.py [--moves recipe|augmentation|lighter|schedule|padding|best|none]
+    python benchmarks/small_recipes.py [--moves recipe|augmentation|lighter|schedule|padding|widths|best|none]
                                        [--val-size 5000] [--seeds 5] [--jobs 2] [--data-dir ../shared/data]
 """
 
@@ -64,6 +66,10 @@ def padding(*per_block: int) -> Callable[[Candidate], Candidate]:
     return lambda c: replace(c, spec=replace(c.spec, padding=per_block))
 
 
+def widths(blocks: tuple[tuple[int, ...], ...], bias: bool) -> Callable[[Candidate], Candidate]:
+    return lambda c: replace(c, spec=replace(c.spec, blocks=blocks, bias=bias))
+
+
 def same(c: Candidate) -> Candidate:
     return c
 
@@ -94,6 +100,10 @@ MOVES: dict[str, dict[str, Callable[[Candidate], Candidate]]] = {
                                   "batch 64": batch_64,
                                   "batch 64, OneCycle": lambda c: batch_64(recipe(schedule="onecycle")(c))}),
     "padding": on_wider_lighter({f"padding {p}": padding(*p) for p in ((0, 1, 1), (1, 1, 0), (1, 1, 1))}),
+    "widths": on_wider_lighter({
+        f"{' | '.join('-'.join(map(str, b)) for b in blocks)}{'' if bias else ', bias-free'}": widths(blocks, bias)
+        for blocks, bias in ((((6, 8), (8, 8), (12, 10)), True), (((4, 10), (10, 8), (10, 10)), False),
+                             (((4, 8), (6, 6), (18, 10)), False), (((6, 6), (10, 10), (10, 10)), False))}),
 }
 
 
