@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial
@@ -118,10 +119,13 @@ def first_result_text(recs: list[TrialRecord], max_epochs: int, seconds_per_epoc
 
 class Reporter:
     """Prints one line per trial that finishes, and either a live line (terminal) or a progress line every
-    LOG_EVERY seconds (logs): trained count, best score, running trials with their last val, an ETA range."""
+    LOG_EVERY seconds (logs): trained count, best score, running trials with their last val, an ETA range.
+    `replan`, if given, is asked for the plan again whenever a trial finishes: a race's plan grows when a leader
+    falls and the next candidate moves into the top."""
 
-    def __init__(self, out: Console, plan: Plan, before: list[FrozenTrial], quiet: bool, unit: str = "trained") -> None:
-        self.out, self.plan, self.quiet, self.unit = out, plan, quiet, unit
+    def __init__(self, out: Console, plan: Plan, before: list[FrozenTrial], quiet: bool, unit: str = "trained",
+                 replan: Callable[[], Plan] | None = None) -> None:
+        self.out, self.plan, self.quiet, self.unit, self.replan = out, plan, quiet, unit, replan
         self.seen = {r.number for r in records(before) if r.status not in ("running", "waiting")}
         self.start = self.logged = time.monotonic()
         self.live = None if quiet or not self.out.is_terminal else self.out.status("")
@@ -136,11 +140,13 @@ class Reporter:
 
     def __call__(self, trials: list[FrozenTrial]) -> None:
         recs = records(trials)
-        for r in recs:
-            if r.number not in self.seen and r.status not in ("running", "waiting", "requeued"):
-                self.seen.add(r.number)
-                if not self.quiet:
-                    self.out.print(self.line(r))
+        finished = [r for r in recs if r.number not in self.seen and r.status not in ("running", "waiting", "requeued")]
+        for r in finished:
+            self.seen.add(r.number)
+            if not self.quiet:
+                self.out.print(self.line(r))
+        if finished and self.replan:
+            self.plan = self.replan()
         done = sum(r.trained for r in recs)
         best = max((r.val_score for r in recs if r.val_score is not None), default=None)
         status = f"{self.unit} {done}/{self.plan.target}  best {pct(best)}  {eta_text(recs, self.plan)}"

@@ -1,10 +1,15 @@
 """The search's time-left model (progress.py): a range from measured epochs and the pruner's survival, nothing
 before an epoch is timed, and the queued unpruned design counted in full."""
 
+import io
+
+import optuna
 import pytest
+from optuna.trial import TrialState
+from rich.console import Console
 
 from nas20k.factory import PRESETS
-from nas20k.progress import Plan, estimate, eta_text, prior_epochs, running_text
+from nas20k.progress import Plan, Reporter, estimate, eta_text, prior_epochs, running_text
 from nas20k.recipe import TrainConfig
 from nas20k.record import TrialRecord
 from nas20k.space import Candidate
@@ -62,3 +67,19 @@ def test_early_prunings_do_not_pull_the_epochs_per_trial_below_the_prior():
     recs = [trial(n, "pruned", 1) for n in range(3)]
     low, high = estimate(recs, Plan(target=10, workers=1, max_epochs=20))
     assert low <= 7 * prior_epochs(20) * 10 <= high
+
+
+def test_a_race_is_replanned_when_a_run_finishes():
+    """A race's plan grows when a leader falls and the next candidate moves into the top: the reporter asks for the
+    plan again each time a run finishes (its count is what the progress line divides by), and only then."""
+    plans = iter([Plan(target=8, workers=2, max_epochs=20, pruned=False)])
+    reporter = Reporter(Console(file=io.StringIO()), Plan(target=6, workers=2, max_epochs=20, pruned=False), [],
+                        quiet=True, unit="runs", replan=lambda: next(plans))
+    running = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs={"confirms": 3, "seed": 1})
+    reporter([running])
+    assert reporter.plan.target == 6  # nothing finished: the plan stands
+    done = optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.99, user_attrs={"confirms": 3, "seed": 1})
+    reporter([done])
+    assert reporter.plan.target == 8
+    reporter([done])  # seen already: not asked again (the iterator would raise)
+    assert reporter.plan.target == 8
