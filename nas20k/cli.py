@@ -38,6 +38,7 @@ from nas20k.tables import pct, table
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
 
     from nas20k.settings import SearchSettings
 
@@ -186,14 +187,13 @@ def _confirm(settings: SearchSettings, top: int, seeds: int, quiet: bool) -> Non
     out.print(f"confirming the top {top} on up to {seeds} seeds each, raced: at most {at_most} run(s) for these; "
               f"a candidate that moves into the top {top} when a leader falls adds its own")
     before = confirm.get_trials(deepcopy=False)
+    plan = Plan(trained_count(before) + at_most, settings.workers, settings.budget.max_epochs, pruned=False)
 
-    def plan() -> Plan:  # what the race has trained, and what the current top still needs at most
-        trained = trained_count(confirm.get_trials(deepcopy=False))
-        return Plan(trained + remaining(study, confirm, top, seeds), settings.workers, settings.budget.max_epochs,
-                    pruned=False)
+    def replan(trials: list[FrozenTrial]) -> Plan:  # what the race has trained, and what the current top still needs
+        return replace(plan, target=trained_count(trials) + remaining(study, confirm, top, seeds))
 
     _run(settings, partial(confirm_worker, top=top, seeds=seeds), confirm,
-         Reporter(out, plan(), before, quiet, unit="runs", replan=plan))
+         Reporter(out, plan, before, quiet, unit="runs", replan=replan))
     runs = trained_count(confirm.get_trials(deepcopy=False)) - trained_count(before)
     out.print(f"confirmation: {runs} run(s) trained")
     _note_winner(study)

@@ -120,11 +120,11 @@ def first_result_text(recs: list[TrialRecord], max_epochs: int, seconds_per_epoc
 class Reporter:
     """Prints one line per trial that finishes, and either a live line (terminal) or a progress line every
     LOG_EVERY seconds (logs): trained count, best score, running trials with their last val, an ETA range.
-    `replan`, if given, is asked for the plan again whenever a trial finishes: a race's plan grows when a leader
-    falls and the next candidate moves into the top."""
+    `replan`, if given, is asked for the plan again (with the trials) whenever a trial finishes: a race's plan grows
+    when a leader falls and the next candidate moves into the top."""
 
     def __init__(self, out: Console, plan: Plan, before: list[FrozenTrial], quiet: bool, unit: str = "trained",
-                 replan: Callable[[], Plan] | None = None) -> None:
+                 replan: Callable[[list[FrozenTrial]], Plan] | None = None) -> None:
         self.out, self.plan, self.quiet, self.unit, self.replan = out, plan, quiet, unit, replan
         self.seen = {r.number for r in records(before) if r.status not in ("running", "waiting")}
         self.start = self.logged = time.monotonic()
@@ -146,7 +146,7 @@ class Reporter:
             if not self.quiet:
                 self.out.print(self.line(r))
         if finished and self.replan:
-            self.plan = self.replan()
+            self.plan = self.replan(trials)
         done = sum(r.trained for r in recs)
         best = max((r.val_score for r in recs if r.val_score is not None), default=None)
         status = f"{self.unit} {done}/{self.plan.target}  best {pct(best)}  {eta_text(recs, self.plan)}"

@@ -74,7 +74,7 @@ def test_a_race_is_replanned_when_a_run_finishes():
     plan again each time a run finishes (its count is what the progress line divides by), and only then."""
     plans = iter([Plan(target=8, workers=2, max_epochs=20, pruned=False)])
     reporter = Reporter(Console(file=io.StringIO()), Plan(target=6, workers=2, max_epochs=20, pruned=False), [],
-                        quiet=True, unit="runs", replan=lambda: next(plans))
+                        quiet=True, unit="runs", replan=lambda trials: next(plans))
     running = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs={"confirms": 3, "seed": 1})
     reporter([running])
     assert reporter.plan.target == 6  # nothing finished: the plan stands
