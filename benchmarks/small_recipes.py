@@ -20,12 +20,15 @@ keeps its maps 4 pixels larger. With `--moves best --val-size 1`, the best row b
 shift ± 1 px) trained on all but one of the 60,000 training images: what retraining a chosen design on the whole
 training set gives its test (its val score, on one image, means nothing). With `--moves widths`, the same parameters
 spent elsewhere (3,722-3,776, some bias-free: a bias before BatchNorm is redundant): a wider first conv, a wider
-block 2, a wider last block, even widths.
+block 2, a wider last block, even widths. With `--moves distill`, on that net: Hinton's distillation from a teacher (the
+default search's exported winner, `--teacher`, 15,486 params, trained on the same split), at two weights and two
+temperatures.
 Prints one row per run, then mean ± sd of the val score and of test accuracy (both means of the last 3 epochs).
 Choose by val; test is reported, never read to choose.
 
-    python benchmarks/small_recipes.py [--moves recipe|augmentation|lighter|schedule|padding|widths|best|none]
+    python benchmarks/small_recipes.py [--moves recipe|augmentation|lighter|schedule|padding|widths|distill|best|none]
                                        [--val-size 5000] [--seeds 5] [--jobs 2] [--data-dir ../shared/data]
+                                       [--teacher studies/best/model.pt2]
 """
 
 from __future__ import annotations
@@ -104,6 +107,8 @@ MOVES: dict[str, dict[str, Callable[[Candidate], Candidate]]] = {
         f"{' | '.join('-'.join(map(str, b)) for b in blocks)}{'' if bias else ', bias-free'}": widths(blocks, bias)
         for blocks, bias in ((((6, 8), (8, 8), (12, 10)), True), (((4, 10), (10, 8), (10, 10)), False),
                              (((4, 8), (6, 6), (18, 10)), False), (((6, 6), (10, 10), (10, 10)), False))}),
+    "distill": on_wider_lighter({f"distill {weight}, temperature {t:g}": recipe(distill=weight, temperature=t)
+                                 for weight, t in ((0.5, 4.0), (0.5, 2.0), (0.9, 4.0))}),
 }
 
 
@@ -114,8 +119,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--teacher", default="studies/best/model.pt2", help="the teacher of --moves distill")
     args = parser.parse_args()
     base = warm_start(15, 0, 3800)["nas20k-5826-scaled"]
+    base = replace(base, train=replace(base.train, teacher=args.teacher if args.moves == "distill" else ""))
     runtime = resolve("cpu", "auto")
     variants = {name: (lambda c, m=m: (m(c), runtime)) for name, m in MOVES[args.moves].items()}
     compare({"nas20k-5826-scaled": base}, variants, args.seeds, args.jobs, str(args.data_dir or default_data_dir()),

@@ -52,6 +52,13 @@ class TrainConfig:
     ema: float = _f(0.0, "Decay of an exponential moving average of the weights, updated every step; the average is "
                          "what is evaluated, scored and exported (0: off).",
                     "EMA of the weights: decay per step (0: off)")
+    distill: float = _f(0.0, "Weight of a teacher's soft targets in the loss, the rest on the labels (0: off).",
+                        "distillation: weight of the teacher's soft targets (0: off)")
+    teacher: str = _f("", "The teacher for --distill: a model.pt2 export (`nas20k best --export`), trained on the "
+                          "same training split. Its outputs on the clean training images are the soft targets.",
+                      "distillation: teacher (a model.pt2 export)")
+    temperature: float = _f(4.0, "Distillation temperature: the teacher's and the student's logits are divided by it "
+                                 "before the softmax.", "distillation: temperature")
     seed: int = _f(0, "Seed for init, batch order and augmentation.", "training seed")
 
     def validate(self) -> TrainConfig:
@@ -71,6 +78,10 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.ema < 1, f"ema must be a decay in [0, 1) (0: off), got {self.ema}"),
             (0 <= self.scale < 1, f"scale must be a fraction in [0, 1), got {self.scale}"),
+            (0 <= self.distill <= 1, f"distill must be a weight in [0, 1] (0: off), got {self.distill}"),
+            (not self.distill or self.teacher, "distill needs a teacher: the path of a model.pt2 export"),
+            (math.isfinite(self.temperature) and self.temperature > 0,
+             f"temperature must be a finite number > 0, got {self.temperature}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -118,13 +119,38 @@ def _progress(total: int, enabled: bool):  # noqa: ANN202 - a rich Progress or N
 Step = Callable[[torch.Tensor], None]  # one training step on the batch of these train-set indices
 
 
+def soft_targets(cfg: TrainConfig, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The teacher's log-probabilities at `cfg.temperature` on the clean training images `x`, computed once per run.
+
+    Why clean images, not each augmented batch: a teacher forward pass per step would cost more than the small
+    student's own step, and at the small rotations and shifts that small nets train with, the clean image's soft
+    target is the augmented one's too. The teacher is a torch.export program, as `nas20k best --export` writes it,
+    trained on the same training split (its val images are the student's)."""
+    if not Path(cfg.teacher).is_file():
+        raise RecipeError(f"teacher not found: {cfg.teacher}")
+    try:
+        teacher = torch.export.load(cfg.teacher).module().to(x.device)
+    except Exception as e:  # a file torch.export cannot read: not a model.pt2
+        raise RecipeError(f"teacher is not a model.pt2 export: {cfg.teacher} ({e.__class__.__name__})") from e
+    with torch.no_grad():  # not inference_mode: the targets enter the loss that backward runs through
+        logits = torch.cat([teacher(x[idx]) for idx in batches(len(x), batch_size)])
+    return (logits.float() / cfg.temperature).log_softmax(1)
+
+
 def _loss(forward: Callable[[torch.Tensor], torch.Tensor], cfg: TrainConfig, train: Split, idx: torch.Tensor,
-          gen: torch.Generator, loss_sum: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+          gen: torch.Generator, soft: torch.Tensor | None, loss_sum: torch.Tensor,
+          correct: torch.Tensor) -> torch.Tensor:
     """The loss of batch `idx`, augmented; adds to the epoch's sums where they live (no host sync per step).
-    `forward` may run in lower precision (Runtime.autocast); the loss is taken in fp32."""
+    `forward` may run in lower precision (Runtime.autocast); the loss is taken in fp32. With `soft` (the teacher's
+    `soft_targets`), a `cfg.distill` share of it is Hinton's distillation term (KL at the temperature, times its
+    square so its gradients keep their scale)."""
     x, y = augment(train.x[idx], cfg.rotate, cfg.translate, gen, cfg.scale), train.y[idx]
     out = forward(x).float()
     loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+    if soft is not None:
+        t = cfg.temperature
+        kd = F.kl_div((out / t).log_softmax(1), soft[idx], reduction="batchmean", log_target=True) * t * t
+        loss = (1 - cfg.distill) * loss + cfg.distill * kd
     loss_sum.add_(loss.detach())
     correct.add_((out.detach().argmax(1) == y).sum())
     return loss
@@ -177,8 +203,10 @@ def train(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
 
+    soft = soft_targets(cfg, data.train.x) if cfg.distill else None
+
     def loss(idx: torch.Tensor) -> torch.Tensor:
-        return _loss(forward, cfg, data.train, idx, gen, loss_sum, correct)
+        return _loss(forward, cfg, data.train, idx, gen, soft, loss_sum, correct)
 
     graphed = device.type == "cuda" and runtime.cuda_graphs
     step = graphed_step(model, opt, loss, cfg.batch_size, gen) if graphed else _eager_step(opt, loss)
