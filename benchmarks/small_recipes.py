@@ -22,11 +22,12 @@ training set gives its test (its val score, on one image, means nothing). With `
 spent elsewhere (3,722-3,776, some bias-free: a bias before BatchNorm is redundant): a wider first conv, a wider
 block 2, a wider last block, even widths. With `--moves distill`, on that net: Hinton's distillation from a teacher (the
 default search's exported winner, `--teacher`, 15,486 params, trained on the same split), at two weights and two
-temperatures.
+temperatures. With `--moves activation`, on that net: SiLU and GELU in place of ReLU (no parameters either way).
 Prints one row per run, then mean ± sd of the val score and of test accuracy (both means of the last 3 epochs).
 Choose by val; test is reported, never read to choose.
 
-    python benchmarks/small_recipes.py [--moves recipe|augmentation|lighter|schedule|padding|widths|distill|best|none]
+    python benchmarks/small_recipes.py [--moves recipe|augmentation|lighter|schedule|padding|widths|distill|
+                                       activation|best|none]
                                        [--val-size 5000] [--seeds 5] [--jobs 2] [--data-dir ../shared/data]
                                        [--teacher studies/best/model.pt2]
 """
@@ -109,6 +110,8 @@ MOVES: dict[str, dict[str, Callable[[Candidate], Candidate]]] = {
                              (((4, 8), (6, 6), (18, 10)), False), (((6, 6), (10, 10), (10, 10)), False))}),
     "distill": on_wider_lighter({f"distill {weight}, temperature {t:g}": recipe(distill=weight, temperature=t)
                                  for weight, t in ((0.5, 4.0), (0.5, 2.0), (0.9, 4.0))}),
+    "activation": on_wider_lighter({name.upper(): (lambda c, a=name: replace(c, spec=replace(c.spec, activation=a)))
+                                    for name in ("silu", "gelu")}),
 }
 
 

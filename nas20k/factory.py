@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 HEADS = ("gap", "fc", "conv", "direct")
+ACTIVATIONS = ("relu", "silu", "gelu")
 
 
 class SpecError(UserError):
@@ -28,12 +29,13 @@ class SpecError(UserError):
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """Blocks of 3x3 convs (each conv -> BatchNorm -> ReLU [-> Dropout]) joined by transitions, then a head.
+    """Blocks of 3x3 convs (each conv -> BatchNorm -> activation [-> Dropout]) joined by transitions, then a head.
 
     A transition is a 1x1 conv to the given width then a 2x2 max-pool, or a plain max-pool (width 0).
     Heads: `gap` (global average pool -> linear), `fc` (flatten -> linear), `conv` (1x1 conv to the
     classes -> global average pool, no linear layer) and `direct` (global average pool straight over
-    the last 3x3 conv, which must have one channel per class and keeps its BatchNorm but not its ReLU).
+    the last 3x3 conv, which must have one channel per class and keeps its BatchNorm but not its activation).
+    The activation is ReLU unless `activation` names another (no parameters either way).
     """
 
     blocks: tuple[tuple[int, ...], ...]  # output width of each 3x3 conv, block by block
@@ -43,7 +45,8 @@ class ArchSpec:
     dropout_after: tuple[int, ...] = ()  # 3x3 convs (numbered 0.. over all blocks) followed by Dropout(dropout)
     padding: tuple[int, ...] = ()  # per block, 0 or 1 for its 3x3 convs; () means 0 in every block
     bias: bool = True  # 3x3 convs carry a bias (redundant before BatchNorm: False saves one per channel)
-    squeeze_bn: bool = False  # 1x1 convs are bias-free and followed by BatchNorm (+ ReLU in transitions)
+    squeeze_bn: bool = False  # 1x1 convs are bias-free and followed by BatchNorm (+ activation in transitions)
+    activation: str = "relu"  # one of ACTIVATIONS, after every BatchNorm but the logits'
     in_channels: int = 1
     image_size: int = 28
     num_classes: int = 10
@@ -109,13 +112,14 @@ class ArchSpec:
 @dataclass(frozen=True)
 class Layer:
     name: str
-    kind: str  # conv3 | bn | relu | dropout | conv1 | pool | gap | flatten | linear
+    kind: str  # conv3 | bn | act | dropout | conv1 | pool | gap | flatten | linear
     c_in: int
     c_out: int
     size: int  # output height = width
     p: float = 0.0  # dropout rate
     bias: bool = True  # convs and linear layers
     pad: int = 0  # conv3
+    fn: str = "relu"  # act: which of ACTIVATIONS
 
     @property
     def params(self) -> int:
@@ -140,7 +144,8 @@ class Layer:
             "conv3": lambda: nn.Conv2d(self.c_in, self.c_out, 3, padding=self.pad, bias=self.bias),
             "conv1": lambda: nn.Conv2d(self.c_in, self.c_out, 1, bias=self.bias),
             "bn": lambda: nn.BatchNorm2d(self.c_out),
-            "relu": lambda: nn.ReLU(inplace=True),
+            "act": lambda: {"relu": lambda: nn.ReLU(inplace=True), "silu": lambda: nn.SiLU(inplace=True),
+                            "gelu": nn.GELU}[self.fn](),
             "dropout": lambda: nn.Dropout(self.p),
             "pool": lambda: nn.MaxPool2d(2),
             "gap": lambda: nn.AdaptiveAvgPool2d(1),
@@ -161,6 +166,8 @@ def _check_fields(spec: ArchSpec) -> None:
     if len(spec.padding) != len(spec.blocks) or not all(p in (0, 1) for p in spec.padding):
         raise SpecError(f"padding must list 0 or 1 for each of the {len(spec.blocks)} blocks (or be empty), "
                         f"got {list(spec.padding)}")
+    if spec.activation not in ACTIVATIONS:
+        raise SpecError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {spec.activation!r}")
     if spec.head not in HEADS:
         raise SpecError(f"head must be one of {', '.join(HEADS)}, got {spec.head!r}")
     if spec.head == "direct" and spec.blocks[-1][-1] != spec.num_classes:
@@ -195,8 +202,8 @@ def plan(spec: ArchSpec) -> list[Layer]:
             name = f"b{b}c{j}"
             layers += [Layer(name, "conv3", c, width, size, bias=spec.bias, pad=pad),
                        Layer(f"{name}_bn", "bn", width, width, size)]
-            if not (spec.head == "direct" and conv == last):  # the logits themselves: no ReLU, no Dropout
-                layers.append(Layer(f"{name}_relu", "relu", width, width, size))
+            if not (spec.head == "direct" and conv == last):  # the logits themselves: no activation, no Dropout
+                layers.append(Layer(f"{name}_act", "act", width, width, size, fn=spec.activation))
                 if conv in spec.dropout_after and spec.dropout > 0:
                     layers.append(Layer(f"{name}_drop", "dropout", width, width, size, spec.dropout))
             c, conv = width, conv + 1
@@ -205,12 +212,12 @@ def plan(spec: ArchSpec) -> list[Layer]:
                 raise SpecError(f"spec does not fit a {spec.image_size}x{spec.image_size} image: transition {b} gets "
                                 f"{size}x{size} input, needs at least 2x2 to pool")
             if width := spec.transitions[b - 1]:
-                layers += _squeeze(f"t{b}", c, width, size, spec.squeeze_bn, relu=True)
+                layers += _squeeze(f"t{b}", c, width, size, spec.squeeze_bn, spec.activation)
                 c = width
             size //= 2
             layers.append(Layer(f"t{b}_pool", "pool", c, c, size))
     if spec.head == "conv":
-        layers += _squeeze("head", c, spec.num_classes, size, spec.squeeze_bn, relu=False)
+        layers += _squeeze("head", c, spec.num_classes, size, spec.squeeze_bn, None)
         c = spec.num_classes
     if spec.head == "fc":
         c = c * size * size
@@ -222,13 +229,13 @@ def plan(spec: ArchSpec) -> list[Layer]:
     return layers
 
 
-def _squeeze(name: str, c_in: int, c_out: int, size: int, with_bn: bool, relu: bool) -> list[Layer]:
-    """A 1x1 conv: with a bias and nothing after it, or bias-free followed by BatchNorm (and ReLU)."""
+def _squeeze(name: str, c_in: int, c_out: int, size: int, with_bn: bool, act: str | None) -> list[Layer]:
+    """A 1x1 conv: with a bias and nothing after it, or bias-free followed by BatchNorm (and the activation `act`)."""
     if not with_bn:
         return [Layer(f"{name}_conv", "conv1", c_in, c_out, size)]
     layers = [Layer(f"{name}_conv", "conv1", c_in, c_out, size, bias=False),
               Layer(f"{name}_bn", "bn", c_out, c_out, size)]
-    return layers + [Layer(f"{name}_relu", "relu", c_out, c_out, size)] if relu else layers
+    return layers + [Layer(f"{name}_act", "act", c_out, c_out, size, fn=act)] if act else layers
 
 
 def summary(spec: ArchSpec) -> str:

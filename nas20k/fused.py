@@ -7,8 +7,8 @@ kernel launch per layer instead of N, with the same arithmetic per replicate.
 Layout: replicate r owns channels [r * c, (r + 1) * c) of every activation (replicate-major). So
 - the input is the N replicates' batches concatenated on the channel axis, (B, N * in_channels, H, W) (`fuse_inputs`);
 - convs are grouped (groups=N): group r reads only replicate r's channels;
-- BatchNorm2d(N * c) keeps per-channel statistics, hence each replicate's exactly; ReLU, Dropout (elementwise: each
-  replicate draws its own mask), max-pool and GAP act per channel and are kept as they are;
+- BatchNorm2d(N * c) keeps per-channel statistics, hence each replicate's exactly; the activation, Dropout
+  (elementwise: each replicate draws its own mask), max-pool and GAP act per channel and are kept as they are;
 - flattening (B, N * c, s, s) lays replicate r's c * s * s features out contiguously in the plain model's (c, h, w)
   order, so the `fc` head's linear layer becomes a `GroupedLinear` over N contiguous slices;
 - the output is (B, N, num_classes): logits[:, r] are replicate r's.
@@ -67,7 +67,7 @@ def _fused_module(layer: Layer, n: int) -> nn.Module:
         return nn.BatchNorm2d(n * layer.c_out)
     if layer.kind == "linear":
         return GroupedLinear(n, layer.c_in, layer.c_out)
-    return layer.module()  # relu, dropout, pool, gap, flatten: per element or per channel already
+    return layer.module()  # activation, dropout, pool, gap, flatten: per element or per channel already
 
 
 def build_fused(spec: ArchSpec, n: int) -> nn.Sequential:

@@ -1,6 +1,7 @@
 """The factory: parameter and MAC counts, shape checks and layer rules, against torch and a by-hand build."""
 
 import random
+from dataclasses import replace
 from functools import partial
 
 import pytest
@@ -244,6 +245,20 @@ def test_batchnorm_and_dropout_placement():
     assert not any(isinstance(m, nn.Dropout) for m in no_dropout.build())
 
 
+@pytest.mark.parametrize("name, module", [("silu", nn.SiLU), ("gelu", nn.GELU)])
+def test_activation_replaces_every_relu_and_costs_no_parameters(name, module):
+    """Also the one after a squeeze's BatchNorm; a spec recorded before `activation` existed builds with ReLU."""
+    relu = ArchSpec(blocks=((8, 16), (16, 10)), transitions=(8,), head="direct", squeeze_bn=True)
+    other = replace(relu, activation=name)
+    kinds = [type(m) for m in relu.build()]
+    assert kinds.count(nn.ReLU) == 4  # 3 of the 3x3 convs (not the logits'), the squeeze's
+    assert [module if k is nn.ReLU else k for k in kinds] == [type(m) for m in other.build()]
+    assert other.num_params() == relu.num_params() and other.macs() == relu.macs()
+    assert ArchSpec.from_json(other.to_json()) == other
+    old = {k: v for k, v in other.to_dict().items() if k != "activation"}
+    assert ArchSpec.from_dict(old).activation == "relu"
+
+
 def test_json_round_trip_and_file_load(tmp_path):
     for spec in PRESETS.values():
         assert ArchSpec.from_json(spec.to_json()) == spec
@@ -266,6 +281,7 @@ def test_json_round_trip_and_file_load(tmp_path):
         ('{"blocks": [[8], [8]], "transitions": [0], "padding": [1]}', "padding must list"),
         ('{"blocks": [[8]], "transitions": [], "padding": [2]}', "padding must list"),
         ('{"blocks": [[8]], "transitions": [], "bias": "yes"}', "bias and squeeze_bn"),
+        ('{"blocks": [[8]], "transitions": [], "activation": "tanh"}', "activation must be one of relu, silu, gelu"),
         ('{"blocks": [[8, 12]], "transitions": [], "head": "direct"}', "head 'direct' .* must be 10, got 12"),
         ('{"blocks": [[8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8]], "transitions": []}', "does not fit a 28x28 image"),
         ('[1, 2]', "JSON object"),

@@ -1,4 +1,6 @@
 import copy
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from nas20k.train import (
     _scheduler,
     evaluate,
     recalibrate_bn,
+    soft_targets,
     train,
 )
 
@@ -194,15 +197,55 @@ def test_public_3762_counts_as_published():
 
 
 def test_new_recipe_fields_round_trip_and_old_recipes_load_unchanged():
-    """`ema` and `scale` travel through JSON; a recipe recorded before they existed loads with both off (and, older
-    still, without BatchNorm recalibration), so it retrains as it was trained."""
-    cfg = TrainConfig(ema=0.99, scale=0.1)
+    """`ema`, `scale` and distillation travel through JSON; a recipe recorded before they existed loads with them off
+    (and, older still, without BatchNorm recalibration), so it retrains as it was trained."""
+    cfg = TrainConfig(ema=0.99, scale=0.1, distill=0.5, teacher="studies/best/model.pt2", temperature=2.0)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
-    old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("ema", "scale", "recalibrate_bn")}
+    added = ("ema", "scale", "recalibrate_bn", "distill", "teacher", "temperature")
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k not in added}
     loaded = TrainConfig.from_dict(old)
-    assert (loaded.ema, loaded.scale, loaded.recalibrate_bn) == (0.0, 0.0, False)
-    with pytest.raises(RecipeError, match="ema must be a decay"):
-        TrainConfig(ema=1.0).validate()
+    assert (loaded.ema, loaded.scale, loaded.recalibrate_bn, loaded.distill) == (0.0, 0.0, False, 0.0)
+    for bad, message in ((dict(ema=1.0), "ema must be a decay"), (dict(distill=0.5), "distill needs a teacher"),
+                         (dict(distill=1.5, teacher="t.pt2"), "distill must be a weight"),
+                         (dict(temperature=0.0), "temperature must be")):
+        with pytest.raises(RecipeError, match=message):
+            TrainConfig(**bad).validate()
+
+
+@pytest.fixture(scope="module")
+def teacher(mnist, tmp_path_factory) -> Path:
+    """A model.pt2 export, as `nas20k best --export` writes it, of a net trained one epoch on `mnist`."""
+    model = train(TINY, TrainConfig(epochs=1, batch_size=64), mnist).model
+    path = tmp_path_factory.mktemp("teacher") / "model.pt2"
+    batch = ({0: torch.export.Dim("batch", min=1)},)
+    torch.export.save(torch.export.export(model, (mnist.train.x[:2],), dynamic_shapes=batch), path)
+    return path
+
+
+def test_soft_targets_are_the_teachers_softened_outputs(mnist, teacher):
+    cfg = TrainConfig(distill=0.5, teacher=str(teacher), temperature=3.0)
+    model = torch.export.load(teacher).module()
+    with torch.no_grad():
+        expected = (model(mnist.train.x) / 3.0).log_softmax(1)
+    torch.testing.assert_close(soft_targets(cfg, mnist.train.x, batch_size=300), expected)
+
+
+def test_full_distillation_learns_from_the_teacher_not_the_labels(mnist, teacher):
+    """With `distill` 1 the labels drop out of the loss: shuffled training labels train the same model. With 0.5
+    they count, and with 0 the teacher is never read."""
+    shuffled = copy.copy(mnist)
+    shuffled.train = replace(mnist.train, y=mnist.train.y[torch.randperm(len(mnist.train))])
+
+    def run(data, distill: float, teacher_path: str = str(teacher)) -> list[float]:
+        cfg = TrainConfig(epochs=1, batch_size=64, distill=distill, teacher=teacher_path)
+        return [h.train_loss for h in train(TINY, cfg, data).history]
+
+    assert run(mnist, 1.0) == run(shuffled, 1.0)
+    assert run(mnist, 0.5) != run(shuffled, 0.5)
+    assert run(mnist, 0.5) != run(mnist, 0.0)
+    assert run(mnist, 0.0, "never/read.pt2") == run(mnist, 0.0)
+    with pytest.raises(RecipeError, match="teacher not found"):
+        run(mnist, 0.5, "missing/model.pt2")
 
 
 def test_ema_weights_are_the_model_that_is_scored_and_handed_back(mnist):
