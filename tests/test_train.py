@@ -173,14 +173,16 @@ class _Ops(TorchDispatchMode):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_graphed_step_body_never_syncs(mnist, optimizer):
-    cfg = TrainConfig(batch_size=64, optimizer=optimizer, label_smoothing=0.1)
+    """Nor with distillation's term (the soft targets are looked up by index on the device)."""
+    cfg = TrainConfig(batch_size=64, optimizer=optimizer, label_smoothing=0.1, distill=0.5, teacher="model.pt2")
     model = TINY.build()
     opt = _optimizer(model, cfg)
     update, _ = _tensor_update(opt, torch.tensor(0.05), torch.tensor(0.9))
     sums = torch.zeros(()), torch.zeros((), dtype=torch.long)
     gen = torch.Generator().manual_seed(0)
+    soft = torch.randn(len(mnist.train), 10).log_softmax(1)
     with _Ops() as ops:
-        _loss(model, cfg, mnist.train, torch.arange(64), gen, *sums).backward()
+        _loss(model, cfg, mnist.train, torch.arange(64), gen, soft, *sums).backward()
         update()
     assert "_local_scalar_dense" not in ops.seen and "convolution_backward" in ops.seen and "_foreach_sub_" in ops.seen
     p = torch.nn.Parameter(torch.ones(3))
