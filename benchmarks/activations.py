@@ -14,10 +14,10 @@ test accuracy (both means of the last 3 epochs). Choose by val; test is reported
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 import optuna
 from side_by_side import compare, mean_sd
+from small_recipes import spec
 
 from nas20k.data import default_data_dir
 from nas20k.record import search_records
@@ -42,7 +42,7 @@ def main() -> None:
                          "pass --rerun-relu")
     runtime = resolve("cpu", "auto")
     activations = ["relu", "silu", "gelu"] if args.rerun_relu else ["silu", "gelu"]
-    variants = {a: (lambda c, a=a: (replace(c, spec=replace(c.spec, activation=a)), runtime)) for a in activations}
+    variants = {a: (lambda c, m=spec(activation=a): (m(c), runtime)) for a in activations}
     design = f"#{args.trial} ({record.params:,} params)"
     compare({design: record.candidate}, variants, args.seeds, args.jobs, str(args.data_dir or default_data_dir()))
     if not args.rerun_relu:

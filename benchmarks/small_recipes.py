@@ -66,12 +66,8 @@ def recipe(**changes: object) -> Callable[[Candidate], Candidate]:
     return lambda c: replace(c, train=replace(c.train, **changes))
 
 
-def padding(*per_block: int) -> Callable[[Candidate], Candidate]:
-    return lambda c: replace(c, spec=replace(c.spec, padding=per_block))
-
-
-def widths(blocks: tuple[tuple[int, ...], ...], bias: bool) -> Callable[[Candidate], Candidate]:
-    return lambda c: replace(c, spec=replace(c.spec, blocks=blocks, bias=bias))
+def spec(**changes: object) -> Callable[[Candidate], Candidate]:
+    return lambda c: replace(c, spec=replace(c.spec, **changes))
 
 
 def same(c: Candidate) -> Candidate:
@@ -103,15 +99,15 @@ MOVES: dict[str, dict[str, Callable[[Candidate], Candidate]]] = {
                                   "OneCycle, 2x peak": lambda c: recipe(schedule="onecycle", lr=2 * c.train.lr)(c),
                                   "batch 64": batch_64,
                                   "batch 64, OneCycle": lambda c: batch_64(recipe(schedule="onecycle")(c))}),
-    "padding": on_wider_lighter({f"padding {p}": padding(*p) for p in ((0, 1, 1), (1, 1, 0), (1, 1, 1))}),
+    "padding": on_wider_lighter({f"padding {p}": spec(padding=p) for p in ((0, 1, 1), (1, 1, 0), (1, 1, 1))}),
     "widths": on_wider_lighter({
-        f"{' | '.join('-'.join(map(str, b)) for b in blocks)}{'' if bias else ', bias-free'}": widths(blocks, bias)
+        f"{' | '.join('-'.join(map(str, b)) for b in blocks)}{'' if bias else ', bias-free'}":
+            spec(blocks=blocks, bias=bias)
         for blocks, bias in ((((6, 8), (8, 8), (12, 10)), True), (((4, 10), (10, 8), (10, 10)), False),
                              (((4, 8), (6, 6), (18, 10)), False), (((6, 6), (10, 10), (10, 10)), False))}),
     "distill": on_wider_lighter({f"distill {weight}, temperature {t:g}": recipe(distill=weight, temperature=t)
                                  for weight, t in ((0.5, 4.0), (0.5, 2.0), (0.9, 4.0))}),
-    "activation": on_wider_lighter({name.upper(): (lambda c, a=name: replace(c, spec=replace(c.spec, activation=a)))
-                                    for name in ("silu", "gelu")}),
+    "activation": on_wider_lighter({name.upper(): spec(activation=name) for name in ("silu", "gelu")}),
 }
 
 

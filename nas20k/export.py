@@ -78,6 +78,13 @@ def metrics(study: str, storage: str, r: TrialRecord, meta: StudyMeta) -> dict:
     }
 
 
+def save_program(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    """`model` as a torch.export program for any batch size (`example`: one batch of its input), loadable with
+    plain `torch.export.load`."""
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    torch.export.save(program, path)
+
+
 def export(study: str, storage: str, r: TrialRecord, meta: StudyMeta, artifacts: Path, out: Path,
            force: bool = False) -> list[Path]:
     """Write model.pt2 (torch.export, dynamic batch), model.pt, spec.json, metrics.json, summary.txt, history.csv
@@ -88,8 +95,7 @@ def export(study: str, storage: str, r: TrialRecord, meta: StudyMeta, artifacts:
     with tempfile.TemporaryDirectory() as tmp:  # write everything first, then move: a failure leaves `out` as it was
         stage = Path(tmp)
         example = torch.randn(2, 1, IMAGE_SIZE, IMAGE_SIZE)
-        program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
-        torch.export.save(program, stage / "model.pt2")
+        save_program(model, example, stage / "model.pt2")
         torch.save(model.state_dict(), stage / "model.pt")
         (stage / "spec.json").write_text(r.candidate.spec.to_json() + "\n")
         m = metrics(study, storage, r, meta)
