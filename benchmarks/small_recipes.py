@@ -22,12 +22,14 @@ training set gives its test (its val score, on one image, means nothing). With `
 spent elsewhere (3,722-3,776, some bias-free: a bias before BatchNorm is redundant): a wider first conv, a wider
 block 2, a wider last block, even widths. With `--moves distill`, on that net: Hinton's distillation from a teacher (the
 default search's exported winner, `--teacher`, 15,486 params, trained on the same split), at two weights and two
-temperatures. With `--moves activation`, on that net: SiLU and GELU in place of ReLU (no parameters either way).
+temperatures. With `--moves activation`, on that net: SiLU and GELU in place of ReLU (no parameters either way). With
+`--moves separable`, the same layout with depthwise-separable convs (spec field `separable`), 2-3x as wide in about
+the same parameters (3,680-3,712, bias-free): two blocks of two, and block 2 three convs deep.
 Prints one row per run, then mean ± sd of the val score and of test accuracy (both means of the last 3 epochs).
 Choose by val; test is reported, never read to choose.
 
     python benchmarks/small_recipes.py [--moves recipe|augmentation|lighter|schedule|padding|widths|distill|
-                                       activation|best|none]
+                                       activation|separable|best|none]
                                        [--val-size 5000] [--seeds 5] [--jobs 2] [--data-dir ../shared/data]
                                        [--teacher studies/best/model.pt2]
 """
@@ -108,6 +110,10 @@ MOVES: dict[str, dict[str, Callable[[Candidate], Candidate]]] = {
     "distill": on_wider_lighter({f"distill {weight}, temperature {t:g}": recipe(distill=weight, temperature=t)
                                  for weight, t in ((0.5, 4.0), (0.5, 2.0), (0.9, 4.0))}),
     "activation": on_wider_lighter({name.upper(): spec(activation=name) for name in ("silu", "gelu")}),
+    "separable": on_wider_lighter({
+        f"separable {' | '.join('-'.join(map(str, b)) for b in blocks)}, bias-free":
+            spec(blocks=blocks, bias=False, separable=True, dropout_after=after)
+        for blocks, after in ((((8, 16), (24, 28), (32, 10)), (1, 3)), (((8, 16), (24, 24, 24), (20, 10)), (1, 4)))}),
 }
 
 

@@ -62,7 +62,8 @@ class GroupedLinear(nn.Module):
 def _fused_module(layer: Layer, n: int) -> nn.Module:
     if layer.kind in ("conv3", "conv1"):
         k = 3 if layer.kind == "conv3" else 1
-        return nn.Conv2d(n * layer.c_in, n * layer.c_out, k, padding=layer.pad, bias=layer.bias, groups=n)
+        return nn.Conv2d(n * layer.c_in, n * layer.c_out, k, padding=layer.pad, bias=layer.bias,
+                         groups=n * layer.groups)
     if layer.kind == "bn":
         return nn.BatchNorm2d(n * layer.c_out)
     if layer.kind == "linear":
@@ -95,7 +96,7 @@ def _entries(spec: ArchSpec) -> list[tuple[str, tuple[int, ...]]]:
         name, c_out = layer.name, (layer.c_out,)
         if layer.kind in ("conv3", "conv1"):
             k = 3 if layer.kind == "conv3" else 1
-            entries.append((f"{name}.weight", (layer.c_out, layer.c_in, k, k)))
+            entries.append((f"{name}.weight", (layer.c_out, layer.c_in // layer.groups, k, k)))
             entries += [(f"{name}.bias", c_out)] if layer.bias else []
         elif layer.kind == "linear":
             entries += [(f"{name}.weight", (layer.c_out, layer.c_in)), (f"{name}.bias", c_out)]

@@ -1,7 +1,7 @@
 """The search space, define-by-run: the only module that calls `trial.suggest_*`.
 
 It holds the moves hand-tuned small MNIST nets use (docs/design.md#candidate-and-search-space):
-padding 1 early so 28x28 lasts,
+padding 1 early so 28x28 lasts, depthwise-separable convs (wider layers for the same parameters),
 a plain max-pool or a 1x1 squeeze + max-pool, bias-free convs before BatchNorm, heads that end in a conv to
 the classes and a global average pool, little dropout, SGD/Adam/AdamW with OneCycle or one step drop whose
 epoch is searched (as a fraction of the epoch budget), rotation and shift. `params_of` is suggest's inverse,
@@ -74,6 +74,7 @@ def suggest_spec(trial: optuna.Trial) -> ArchSpec:
         padding=tuple(padding),
         bias=trial.suggest_categorical("bias", [True, False]),
         squeeze_bn=trial.suggest_categorical("squeeze_bn", [True, False]) if has_1x1 else False,
+        separable=trial.suggest_categorical("separable", [False, True]),
         num_classes=NUM_CLASSES,
     )
 
@@ -119,7 +120,7 @@ def params_of(candidate: Candidate) -> dict:
             if width:
                 p[f"t{b}_width"] = width
     where = [w for w in DROPOUT_AT if _dropout_convs(w, list(spec.blocks)) == spec.dropout_after]
-    p.update(dropout=spec.dropout, dropout_at=where[0] if where else None, bias=spec.bias)
+    p.update(dropout=spec.dropout, dropout_at=where[0] if where else None, bias=spec.bias, separable=spec.separable)
     if spec.head == "conv" or any(spec.transitions):
         p["squeeze_bn"] = spec.squeeze_bn
     p.update(optimizer=cfg.optimizer, schedule=cfg.schedule, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
@@ -142,7 +143,8 @@ def params_of(candidate: Candidate) -> dict:
 
 def warm_start(epochs: int, seed: int = 0, max_params: int | None = None) -> dict[str, Candidate]:
     """Known-good designs with their recipes, measured ones first (their records: docs/results.md): nas20k's own
-    winners (the default search's, then the two best of its search under 8,000 params), then the public hand-tuned
+    winners (the default search's, then the two best of its search under 8,000 params, then nas20k-5826's layout
+    with separable convs at 3,680 params and the lighter augmentation below), then the public hand-tuned
     designs with their published recipes as the space expresses them, and firekind-6174 again with nas20k's
     default recipe (SGD + Nesterov, OneCycle to 0.05), and last nas20k-5826 with rotation ± 5° and shift ± 1 px,
     which scaled below 3,800 params scored 0.14 points higher by val than with its own ± 10.9° / ± 2.2 px
@@ -170,6 +172,10 @@ def warm_start(epochs: int, seed: int = 0, max_params: int | None = None) -> dic
             epochs=epochs, seed=seed, batch_size=128, optimizer="adam", lr=0.006447292990840697, nesterov=False,
             weight_decay=1.8247320262274673e-06, schedule="step", drop_at=0.5299581184188855,
             label_smoothing=0.0032693463755512605, rotate=10.949186748615638, translate=2.1961058861319254)),
+        "nas20k-separable-3680": Candidate(PRESETS["nas20k-separable-3680"], TrainConfig(
+            epochs=epochs, seed=seed, batch_size=128, optimizer="adam", lr=0.006447292990840697, nesterov=False,
+            weight_decay=1.8247320262274673e-06, schedule="step", drop_at=0.5299581184188855,
+            label_smoothing=0.0032693463755512605, rotate=5.0, translate=1.0)),
         "public-3762": Candidate(PRESETS["public-3762"], TrainConfig(
             epochs=epochs, seed=seed, batch_size=32, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
             weight_decay=1e-6, schedule="onecycle", rotate=10.0, translate=2.0, scale=0.1)),

@@ -18,8 +18,8 @@ X = torch.zeros(2, 1, 28, 28)
 
 
 def random_spec(rng: random.Random) -> ArchSpec:
-    """Any spec the factory accepts field-wise: padding, bias-free convs, squeeze BN, pool-only transitions, every
-    head."""
+    """Any spec the factory accepts field-wise: padding, bias-free convs, squeeze BN, pool-only transitions,
+    separable convs, every head."""
     n_blocks = rng.randint(1, 4)
     head = rng.choice(HEADS)
     blocks = [[rng.randint(1, 40) for _ in range(rng.randint(1, 5))] for _ in range(n_blocks)]
@@ -35,6 +35,7 @@ def random_spec(rng: random.Random) -> ArchSpec:
         padding=rng.choice([(), tuple(rng.randint(0, 1) for _ in range(n_blocks))]),
         bias=rng.random() < 0.5,
         squeeze_bn=rng.random() < 0.5,
+        separable=rng.random() < 0.5,
     )
 
 
@@ -44,7 +45,12 @@ def reference(spec: ArchSpec) -> nn.Sequential:
     padding = spec.padding or (0,) * len(spec.blocks)
     for b, widths in enumerate(spec.blocks):
         for w in widths:
-            layers += [nn.Conv2d(c, w, 3, padding=padding[b], bias=spec.bias), nn.BatchNorm2d(w)]
+            if spec.separable and conv > 0:  # depthwise 3x3 (no bias), then a 1x1 to the width
+                layers += [nn.Conv2d(c, c, 3, padding=padding[b], groups=c, bias=False),
+                           nn.Conv2d(c, w, 1, bias=spec.bias)]
+            else:
+                layers.append(nn.Conv2d(c, w, 3, padding=padding[b], bias=spec.bias))
+            layers.append(nn.BatchNorm2d(w))
             if not (spec.head == "direct" and conv == last):
                 layers.append(nn.ReLU())
                 if conv in spec.dropout_after and spec.dropout > 0:
@@ -72,7 +78,7 @@ def describe(model: nn.Module) -> list[tuple]:
     rows = []
     for m in model:
         if isinstance(m, nn.Conv2d):
-            rows.append(("conv", m.in_channels, m.out_channels, m.kernel_size, m.padding, m.bias is not None))
+            rows.append(("conv", m.in_channels, m.out_channels, m.kernel_size, m.padding, m.groups, m.bias is not None))
         elif isinstance(m, (nn.Linear, nn.LazyLinear)):
             rows.append(("linear", m.out_features, m.bias is not None))
         elif isinstance(m, nn.Dropout):
@@ -107,6 +113,7 @@ def test_param_count_matches_torch_over_many_random_specs():
     assert {s.head for s in valid} == set(HEADS) and {s.bias for s in valid} == {True, False}
     assert any(0 in s.transitions for s in valid) and any(s.squeeze_bn and any(s.transitions) for s in valid)
     assert any(1 in s.padding for s in valid) and any(0 in s.padding for s in valid)
+    assert {s.separable for s in valid} == {True, False}
     for spec in valid:
         model, ref = on_meta(spec.build), on_meta(partial(reference, spec))
         assert spec.num_params() == count_params(model), spec
@@ -259,6 +266,22 @@ def test_activation_replaces_every_relu_and_costs_no_parameters(name, module):
     assert ArchSpec.from_dict(old).activation == "relu"
 
 
+def test_separable_convs_cost_what_they_should():
+    """Each 3x3 conv after the image's first: c * 9 (depthwise, no bias) + c * width (+ width with bias) instead of
+    c * width * 9 (+ width); a spec recorded before `separable` existed builds without it."""
+    plain = ArchSpec(blocks=((8, 16), (24, 10)), transitions=(0,), head="direct", bias=False)
+    separable = replace(plain, separable=True)
+    convs = ((8, 16), (16, 24), (24, 10))  # (in, out) of every 3x3 conv but the first
+    assert plain.num_params() - separable.num_params() == sum(9 * c * w - (9 * c + c * w) for c, w in convs)
+    model = separable.build()
+    depthwise = [m for m in model if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert [(m.in_channels, m.groups, m.bias) for m in depthwise] == [(c, c, None) for c, _ in convs]
+    assert count_params(model) == separable.num_params() and model.eval()(X).shape == (2, 10)
+    assert ArchSpec.from_json(separable.to_json()) == separable
+    old = {k: v for k, v in separable.to_dict().items() if k != "separable"}
+    assert ArchSpec.from_dict(old).separable is False
+
+
 def test_json_round_trip_and_file_load(tmp_path):
     for spec in PRESETS.values():
         assert ArchSpec.from_json(spec.to_json()) == spec
@@ -280,7 +303,8 @@ def test_json_round_trip_and_file_load(tmp_path):
         ('{"blocks": [[8]], "transitions": [], "dropout_after": [3]}', "dropout_after"),
         ('{"blocks": [[8], [8]], "transitions": [0], "padding": [1]}', "padding must list"),
         ('{"blocks": [[8]], "transitions": [], "padding": [2]}', "padding must list"),
-        ('{"blocks": [[8]], "transitions": [], "bias": "yes"}', "bias and squeeze_bn"),
+        ('{"blocks": [[8]], "transitions": [], "bias": "yes"}', "bias, squeeze_bn and separable"),
+        ('{"blocks": [[8]], "transitions": [], "separable": 1}', "bias, squeeze_bn and separable"),
         ('{"blocks": [[8]], "transitions": [], "activation": "tanh"}', "activation must be one of relu, silu, gelu"),
         ('{"blocks": [[8, 12]], "transitions": [], "head": "direct"}', "head 'direct' .* must be 10, got 12"),
         ('{"blocks": [[8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8]], "transitions": []}', "does not fit a 28x28 image"),

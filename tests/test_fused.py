@@ -15,7 +15,7 @@ from nas20k.train import _optimizer
 N, B = 3, 8
 SEEDS = (11, 22, 33)
 # Tiny specs that between them cover every head, padding 0 and 1, conv bias on and off, 1x1 convs with and without
-# BatchNorm (squeeze_bn), Dropout, the three activations, several input channels and class counts.
+# BatchNorm (squeeze_bn), Dropout, the three activations, separable convs, several input channels and class counts.
 SPECS = {
     "gap": ArchSpec(blocks=((4, 6), (6,)), transitions=(5,), head="gap", padding=(1, 0), bias=True, squeeze_bn=False,
                     dropout=0.2, dropout_after=(0,), image_size=10),
@@ -27,6 +27,8 @@ SPECS = {
                      num_classes=3),
     "direct": ArchSpec(blocks=((4,), (5,)), transitions=(0,), head="direct", padding=(1, 0), bias=False,
                        dropout=0.3, dropout_after=(0,), image_size=8, num_classes=5),
+    "separable": ArchSpec(blocks=((4, 6), (6,)), transitions=(0,), head="gap", padding=(1, 0), separable=True,
+                          in_channels=2, dropout=0.1, dropout_after=(1,), image_size=10),
 }
 specs = pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
 
