@@ -431,7 +431,7 @@ def test_a_smallest_goal_without_a_confirmed_pass_says_why(small: optuna.Study) 
 
 
 def test_smallest_goal_figures_plot_val_scores_not_the_scalarized_value(tmp_path: Path) -> None:
-    study = synthetic_study(goal=Goal("smallest", 0.993))
+    study = synthetic_study(goal=Goal("smallest", 0.988))
     by_number = {r.number: r for r in search_records(study)}
     scalarized = [t for t in study.trials
                   if t.state == TrialState.COMPLETE and t.value != by_number[t.number].val_score]

@@ -206,17 +206,22 @@ def under(max_params: int) -> list[str]:
 
 
 @pytest.mark.parametrize("max_params, names", [
-    (20_000, ["nas20k-14088", "nas20k-7458", "nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle",
-              "nitinvig-7070", "nas20k-5826-light"]),
-    (8000, ["nas20k-7458", "nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070",
-            "nas20k-5826-light", "nas20k-14088-scaled"]),
-    (6500, ["nas20k-5826", "public-3762", "firekind-6174", "firekind-6174-onecycle", "nas20k-5826-light",
-            "nas20k-14088-scaled", "nas20k-7458-scaled", "nitinvig-7070-scaled"]),
-    (6000, ["nas20k-5826", "public-3762", "nas20k-5826-light", "nas20k-14088-scaled", "nas20k-7458-scaled",
-            "firekind-6174-scaled", "firekind-6174-onecycle-scaled", "nitinvig-7070-scaled"]),
-    # ours scaled to fit (2,922 params and less) have widths below the space's ranges: skipped, not a crash
-    (3000, ["firekind-6174-scaled", "firekind-6174-onecycle-scaled"]),
-    (1000, []),  # not even a tenth of the widths fits, except nitinvig-7070 at width 4, which the space cannot express
+    (20_000, ["nas20k-14088", "nas20k-7458", "nas20k-5826", "nas20k-separable-3680", "public-3762", "firekind-6174",
+              "firekind-6174-onecycle", "nitinvig-7070", "nas20k-5826-light"]),
+    (8000, ["nas20k-7458", "nas20k-5826", "nas20k-separable-3680", "public-3762", "firekind-6174",
+            "firekind-6174-onecycle", "nitinvig-7070", "nas20k-5826-light", "nas20k-14088-scaled"]),
+    (6500, ["nas20k-5826", "nas20k-separable-3680", "public-3762", "firekind-6174", "firekind-6174-onecycle",
+            "nas20k-5826-light", "nas20k-14088-scaled", "nas20k-7458-scaled", "nitinvig-7070-scaled"]),
+    (6000, ["nas20k-5826", "nas20k-separable-3680", "public-3762", "nas20k-5826-light", "nas20k-14088-scaled",
+            "nas20k-7458-scaled", "firekind-6174-scaled", "firekind-6174-onecycle-scaled", "nitinvig-7070-scaled"]),
+    (3800, ["nas20k-separable-3680", "public-3762", "nas20k-14088-scaled", "nas20k-5826-scaled",
+            "firekind-6174-scaled", "firekind-6174-onecycle-scaled", "nas20k-5826-light-scaled"]),
+    # ours scaled to fit (2,922 params and less) have widths below the space's ranges, but for the separable one:
+    # skipped, not a crash
+    (3000, ["nas20k-separable-3680-scaled", "firekind-6174-scaled", "firekind-6174-onecycle-scaled"]),
+    # only the separable design (942 params at a quarter of its widths); not even a tenth of the plain ones' widths
+    # fits, except nitinvig-7070 at width 4, which the space cannot express
+    (1000, ["nas20k-separable-3680-scaled"]),
 ])
 def test_a_new_study_queues_the_presets_under_budget_first(tmp_path, max_params, names):
     assert under(max_params) == names
@@ -227,7 +232,7 @@ def test_a_new_study_queues_the_presets_under_budget_first(tmp_path, max_params,
     assert [t.number for t in study.trials] == list(range(len(names)))  # first in the study
 
 
-@pytest.mark.parametrize("max_params", [8000, 6500, 6000, 3000])
+@pytest.mark.parametrize("max_params", [8000, 6500, 6000, 3800, 3000])
 def test_a_design_over_budget_starts_scaled_with_its_recipe(max_params):
     full = warm_start(15, 0)
     for name, start in warm_start(15, 0, max_params).items():
