@@ -72,6 +72,11 @@ def spec(**changes: object) -> Callable[[Candidate], Candidate]:
     return lambda c: replace(c, spec=replace(c.spec, **changes))
 
 
+def layout(blocks: tuple[tuple[int, ...], ...]) -> str:
+    """Widths per block, as the tables print them: 4-10 | 8-8 | 12-10."""
+    return " | ".join("-".join(map(str, b)) for b in blocks)
+
+
 def same(c: Candidate) -> Candidate:
     return c
 
@@ -103,16 +108,14 @@ MOVES: dict[str, dict[str, Callable[[Candidate], Candidate]]] = {
                                   "batch 64, OneCycle": lambda c: batch_64(recipe(schedule="onecycle")(c))}),
     "padding": on_wider_lighter({f"padding {p}": spec(padding=p) for p in ((0, 1, 1), (1, 1, 0), (1, 1, 1))}),
     "widths": on_wider_lighter({
-        f"{' | '.join('-'.join(map(str, b)) for b in blocks)}{'' if bias else ', bias-free'}":
-            spec(blocks=blocks, bias=bias)
+        f"{layout(blocks)}{'' if bias else ', bias-free'}": spec(blocks=blocks, bias=bias)
         for blocks, bias in ((((6, 8), (8, 8), (12, 10)), True), (((4, 10), (10, 8), (10, 10)), False),
                              (((4, 8), (6, 6), (18, 10)), False), (((6, 6), (10, 10), (10, 10)), False))}),
     "distill": on_wider_lighter({f"distill {weight}, temperature {t:g}": recipe(distill=weight, temperature=t)
                                  for weight, t in ((0.5, 4.0), (0.5, 2.0), (0.9, 4.0))}),
     "activation": on_wider_lighter({name.upper(): spec(activation=name) for name in ("silu", "gelu")}),
     "separable": on_wider_lighter({
-        f"separable {' | '.join('-'.join(map(str, b)) for b in blocks)}, bias-free":
-            spec(blocks=blocks, bias=False, separable=True, dropout_after=after)
+        f"separable {layout(blocks)}, bias-free": spec(blocks=blocks, bias=False, separable=True, dropout_after=after)
         for blocks, after in ((((8, 16), (24, 28), (32, 10)), (1, 3)), (((8, 16), (24, 24, 24), (20, 10)), (1, 4)))}),
 }
 
