@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 # Seeds a confirmed winner ends with, by goal: a smallest-goal winner is judged pass/fail against a target, where a
 # mean of 5 ranks designs closer to their held-out test means than 3 (benchmarks/val_selection.py, docs/results.md).
 SEEDS = {"accuracy": 3, "smallest": 5}
+# Candidates in the race: two, with the race's budget of TOP * (seeds - 1) runs, kept the winner of every recorded
+# race in 4-8 runs where three had taken 4-12 (docs/design.md#seed-confirmed-winners).
+TOP = 2
 out = Console(highlight=False)  # a terminal's width; 80 columns in logs and pipes unless COLUMNS says otherwise
 err = Console(stderr=True, highlight=False)
 MARK = {True: "[green]✓[/green]", False: "[red]✗[/red]", None: "[yellow]?[/yellow]"}  # passed, failed, unconfirmed
@@ -228,7 +231,7 @@ def search(
     warm_start: Annotated[bool, typer.Option(
         help="Seed a new study with the known designs that fit the budget (scaled where they do not).")] = True,
     confirm_top: Annotated[int, typer.Option(
-        help="Then race this many top candidates over more seeds (0: skip; `nas20k confirm` later).")] = 3,
+        help="Then race this many top candidates over more seeds (0: skip; `nas20k confirm` later).")] = TOP,
     confirm_seeds: Annotated[int | None, typer.Option(
         help="Seeds the confirmed winner ends with (its own run counts as one)  \\[default: 3; 5 for --goal smallest]",
         show_default=False)] = None,
@@ -279,7 +282,7 @@ def search(
 @add_options(CONFIRM_OPTIONS, into="run")
 def confirm(
     top: Annotated[int, typer.Option(
-        help="How many of the best candidates (by the study's goal) race for more seeds.")] = 3,
+        help="How many of the best candidates (by the study's goal) race for more seeds.")] = TOP,
     seeds: Annotated[int | None, typer.Option(help="Seeds the winner ends with: its own run plus seed+1, seed+2, ...  "
                                                   "\\[default: 3; 5 for a --goal smallest study]",
                                               show_default=False)] = None,

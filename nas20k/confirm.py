@@ -6,8 +6,12 @@ seeds). A challenger stays in the race while its mean plus Z standard errors of 
 mean would still beat the leader: `goal.value(mean_c + Z * sigma * sqrt(1/n_c + 1/n_L)) >= goal.value(mean_L)`,
 with sigma one run's val-score sd, pooled over the candidates' seeds (SIGMA_PRIOR until two seeds of one exist).
 Why: a challenger further behind than that needs several lucky seeds to overtake, and its remaining runs would
-buy nothing; SMAC's intensification drops challengers the same way. The leader always runs to `seeds`, so the
-winner ends with >= 3 seeds (by default), and `best` reads the runs as before.
+buy nothing; SMAC's intensification drops challengers the same way. The race has a budget, `top * (seeds - 1)`
+runs (what its first line plans): once the confirm study holds that many, only the leader gets seeds. Why: when a
+leader's mean falls, the next single run moves into the top, and a single run that made the top is lucky on
+average, so an unbudgeted race chases one after another (`nas20k-quiet-2`: 12 runs for a plan of 6; on the
+recorded races the budget keeps every winner). The leader always runs to `seeds`, so the winner ends with >= 3
+seeds (by default), and `best` reads the runs as before.
 
 Runs live in the sibling study `<search>:confirm`, one trial per (search trial, seed), trained by workers on
 `Study.optimize`: each worker queues the next run under the planning lock, then takes one queued run.
@@ -57,11 +61,12 @@ def pooled_sd(candidates: list[TrialRecord]) -> float:
 
 
 def next_run(candidates: list[TrialRecord], taken: dict[int, set[int]], seeds: int, goal: Goal,
-             budget: Budget) -> tuple[int, int] | None:
+             budget: Budget, spent: int = 0) -> tuple[int, int] | None:
     """The next (search trial, seed) to train, or None when the race is over. `candidates` are the top ones in
-    rank order with their finished seed runs; `taken` the seeds already running or queued per trial. Seeds go one
-    at a time across the leader and the plausible challengers, fewest first (the leader first among equals); a
-    candidate's next seed is its own + 1, + 2, ..."""
+    rank order with their finished seed runs; `taken` the seeds already running or queued per trial; `spent` the
+    runs the confirm study holds (finished, running or queued). Seeds go one at a time across the leader and the
+    plausible challengers, fewest first (the leader first among equals), until `spent` reaches the budget
+    `len(candidates) * (seeds - 1)`, then the leader's alone; a candidate's next seed is its own + 1, + 2, ..."""
     if not candidates:
         return None
     leader = candidates[0]
@@ -72,7 +77,8 @@ def next_run(candidates: list[TrialRecord], taken: dict[int, set[int]], seeds: i
         return (goal.value(c.mean_val() + margin, c.params or 0, budget)
                 >= goal.value(leader.mean_val(), leader.params or 0, budget))
 
-    racing = [leader, *(c for c in candidates[1:] if plausible(c))]
+    over_budget = spent >= len(candidates) * (seeds - 1)
+    racing = [leader, *(c for c in candidates[1:] if not over_budget and plausible(c))]
     started = {c.number: {s.seed for s in c.seeds} | taken.get(c.number, set()) for c in racing}
     behind = [c for c in racing if len(started[c.number]) < seeds]
     if not behind:
@@ -105,16 +111,23 @@ def open_confirm_study(settings: SearchSettings) -> tuple[optuna.Study, optuna.S
     return study, confirm
 
 
-def _queue_next(study: optuna.Study, confirm: optuna.Study, top: int, seeds: int) -> tuple[int, int] | None:
-    """Under the planning lock: queue the race's next run, or say there is none."""
-    runs = records(confirm.get_trials(deepcopy=False))
+def _race(study: optuna.Study, confirm: optuna.Study, top: int
+          ) -> tuple[list[TrialRecord], dict[int, set[int]], int, StudyMeta]:
+    """The race as it stands: the candidates, the seeds running or queued per trial, and the runs spent."""
+    runs = [r for r in records(confirm.get_trials(deepcopy=False)) if r.confirms is not None]
     taken: dict[int, set[int]] = {}
     for r in runs:
-        if r.status in ("running", "waiting") and r.confirms is not None:
+        if r.status in ("running", "waiting"):
             taken.setdefault(r.confirms, set()).add(r.seed)
+    spent = sum(r.trained or r.status in ("running", "waiting") for r in runs)
     meta = StudyMeta.of(study)
-    candidates = confirm_candidates(search_records(study), meta, top)
-    nxt = next_run(candidates, taken, seeds, meta.goal, meta.budget)
+    return confirm_candidates(search_records(study), meta, top), taken, spent, meta
+
+
+def _queue_next(study: optuna.Study, confirm: optuna.Study, top: int, seeds: int) -> tuple[int, int] | None:
+    """Under the planning lock: queue the race's next run, or say there is none."""
+    candidates, taken, spent, meta = _race(study, confirm, top)
+    nxt = next_run(candidates, taken, seeds, meta.goal, meta.budget, spent)
     if nxt is not None:
         trial = next(c for c in candidates if c.number == nxt[0])
         confirm.enqueue_trial({}, user_attrs={"confirms": nxt[0], "seed": nxt[1],
@@ -123,9 +136,13 @@ def _queue_next(study: optuna.Study, confirm: optuna.Study, top: int, seeds: int
 
 
 def remaining(study: optuna.Study, confirm: optuna.Study, top: int, seeds: int) -> int:
-    """How many more runs the race needs at most: every current candidate to `seeds` (for the progress line)."""
-    candidates = confirm_candidates(search_records(study), StudyMeta.of(study), top)
-    return sum(max(0, seeds - c.n_seeds) for c in candidates)
+    """How many more runs the race needs at most (for the progress line): every current candidate to `seeds`,
+    within what is left of the race's budget, or the leader's own rest once that is spent."""
+    candidates, _, spent, _ = _race(study, confirm, top)
+    if not candidates:
+        return 0
+    every = sum(max(0, seeds - c.n_seeds) for c in candidates)
+    return min(every, max(len(candidates) * (seeds - 1) - spent, seeds - candidates[0].n_seeds))
 
 
 def confirm_worker(w: Worker, top: int, seeds: int) -> None:

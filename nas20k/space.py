@@ -142,8 +142,9 @@ def params_of(candidate: Candidate) -> dict:
 
 
 def warm_start(epochs: int, seed: int = 0, max_params: int | None = None) -> dict[str, Candidate]:
-    """Known-good designs with their recipes, measured ones first (their records: docs/results.md): nas20k's own
-    winners (the default search's, then the two best of its search under 8,000 params, then nas20k-5826's layout
+    """Known-good designs with their recipes, measured ones first, best by mean val first (their records:
+    docs/results.md): nas20k's own winners (the best two of the default searches on 5 seeds, the first default
+    search's, then the two best of its search under 8,000 params, then nas20k-5826's layout
     with separable convs at 3,680 params and the lighter augmentation below), then the public hand-tuned
     designs with their published recipes as the space expresses them, and firekind-6174 again with nas20k's
     default recipe (SGD + Nesterov, OneCycle to 0.05), and last nas20k-5826 with rotation ± 5° and shift ± 1 px,
@@ -165,6 +166,16 @@ def warm_start(epochs: int, seed: int = 0, max_params: int | None = None) -> dic
         label_smoothing=0.0032693463755512605, rotate=10.949186748615638, translate=2.1961058861319254)
     light = replace(five, rotate=5.0, translate=1.0)  # measured better by val on nets under 3,800 params
     starts = {
+        "nas20k-14568": Candidate(PRESETS["nas20k-14568"], TrainConfig(
+            epochs=epochs, seed=seed, batch_size=64, optimizer="sgd", lr=0.026494170218445363, momentum=0.9,
+            nesterov=False, weight_decay=2.348282266041599e-06, schedule="step", drop_at=0.7012082164427915,
+            label_smoothing=0.016714376146171158, rotate=2.708810825275397, translate=2.8854632533388647,
+            scale=0.022123983546434252)),
+        "nas20k-16424": Candidate(PRESETS["nas20k-16424"], TrainConfig(
+            epochs=epochs, seed=seed, batch_size=256, optimizer="adam", lr=0.006083142388771901, nesterov=False,
+            weight_decay=2.932469527952377e-06, schedule="step", drop_at=0.4775779476916749,
+            label_smoothing=0.037138541521516126, rotate=1.0109588546934798, translate=0.3490290618822562,
+            scale=0.019752477171121184)),
         "nas20k-14088": Candidate(PRESETS["nas20k-14088"], TrainConfig(
             epochs=epochs, seed=seed, batch_size=64, optimizer="sgd", lr=0.054883713141925874, momentum=0.9,
             nesterov=True, weight_decay=1.4730470533894558e-06, schedule="step", drop_at=0.449332125509357,

@@ -251,7 +251,7 @@ def test_trials_lists_and_writes_csv(study_copy):
         assert col in frame.columns
     complete = frame[frame.status == "complete"]
     assert complete.test_acc.notna().all() and frame[frame.status != "complete"].test_acc.isna().all()
-    assert "nas20k-7458" in set(complete.warm_start.dropna())  # the first trials are the warm start
+    assert "nas20k-16424" in set(complete.warm_start.dropna())  # the first trials are the warm start
     r = cli("trials", "--state", "complete", cwd=study_copy)
     assert r.exit_code == 0 and "rejected" not in r.stdout.split("┡")[-1]
 

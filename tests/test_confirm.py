@@ -185,6 +185,46 @@ def test_the_race_replayed_on_the_committed_default_search():
     assert race[15].n_seeds == 1
 
 
+def replay(name: str, top: int, seeds: int, budgeted: bool = True) -> tuple[TrialRecord, int]:
+    """Replay a committed study's race one run at a time on its recorded seed values: the winner and the runs."""
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{ROOT}/studies/reference/{name}.db")
+    meta = StudyMeta.of(study)
+    full = {r.number: r.seeds for r in search_records(study) if r.seeds}
+    race = [record(n, [s.val_score for s in runs[:1]], params=search.params)
+            for search in search_records(study) if (n := search.number) in full and (runs := full[n])]
+    spent = 0
+    while (nxt := next_run(ranked(race, meta.goal, meta.budget)[:top], {}, seeds, meta.goal, meta.budget,
+                           spent if budgeted else 0)) is not None:
+        n, seed = nxt
+        r = next(r for r in race if r.number == n)
+        r.seeds.append(next(s for s in full[n] if s.seed == seed))  # StopIteration: a run the race never trained
+        spent += 1
+    return ranked(race, meta.goal, meta.budget)[0], spent
+
+
+@pytest.mark.parametrize("name, seeds, winner, runs, unbudgeted_top3", [
+    ("nas20k-quiet", 3, 35, 5, 7),  # #35 was 4th by its own run: it still moves into the race and wins
+    ("nas20k-quiet-2", 3, 48, 4, 10),  # the race that chased single lucky runs (12 trained)
+    ("nas20k-15ep", 3, 31, 4, 7),
+    ("smallest-5k-laptop3", 5, 72, 8, 12),
+])
+def test_two_candidates_and_a_budget_keep_the_recorded_winners_in_fewer_runs(name, seeds, winner, runs,
+                                                                             unbudgeted_top3):
+    """The race as it runs now (top 2, a budget of 2 * (seeds - 1) runs, then the leader alone) against the
+    race as these studies ran it (top 3, no budget): the same winner, with its full seeds, in fewer runs."""
+    w, spent = replay(name, 2, seeds)
+    assert (w.number, w.n_seeds, spent) == (winner, seeds, runs)
+    w, spent = replay(name, 3, seeds, budgeted=False)
+    assert (w.number, w.n_seeds, spent) == (winner, seeds, unbudgeted_top3)
+
+
+def test_once_the_budget_is_spent_only_the_leader_gets_seeds():
+    leader, close = record(0, [0.9945, 0.9950]), record(1, [0.9944])
+    assert next_run([leader, close], {}, 3, Goal(), Budget(), spent=3) == (1, 1)  # plausible, budget left
+    assert next_run([leader, close], {}, 3, Goal(), Budget(), spent=4) == (0, 2)  # spent: the leader's last seed
+    assert next_run([record(0, [0.9945, 0.9950, 0.9940]), close], {}, 3, Goal(), Budget(), spent=4) is None
+
+
 def test_pooled_sd_replaces_the_prior_once_a_candidate_has_two_seeds():
     assert pooled_sd([record(0, [0.99])]) == SIGMA_PRIOR
     assert pooled_sd([record(0, [0.9940, 0.9950]), record(1, [0.9930])]) == pytest.approx(0.0005 * 2 ** 0.5)
