@@ -185,10 +185,10 @@ def _confirm(settings: SearchSettings, top: int, seeds: int, quiet: bool) -> Non
     study, confirm = open_confirm_study(settings)
     at_most = remaining(study, confirm, top, seeds)
     if not at_most:
-        out.print(f"the top {top} already have {seeds} seeds each (or all the study has)")
+        out.print(f"the race is over: the leader has {seeds} seeds, and the others theirs or the race's runs are spent")
         return
-    out.print(f"confirming the top {top} on up to {seeds} seeds each, raced: at most {at_most} run(s) for these; "
-              f"a candidate that moves into the top {top} when a leader falls adds its own")
+    out.print(f"confirming the top {top} on up to {seeds} seeds each, raced: at most {at_most} run(s), and a new "
+              f"leader's seeds if the leader falls")
     before = confirm.get_trials(deepcopy=False)
     plan = Plan(trained_count(before) + at_most, settings.workers, settings.budget.max_epochs, pruned=False)
 

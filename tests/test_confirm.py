@@ -36,7 +36,7 @@ def test_confirm_races_the_top_trials_and_is_idempotent(study_copy):
     top2 = sorted(values, key=lambda n: (-values[n], n))[:2]
     r = cli("confirm", "--top", "2", "--seeds", "2", "--jobs", "1", "-q", cwd=study_copy)  # on the study's split
     assert r.exit_code == 0, r.output
-    assert "at most 2 run(s) for these" in r.stdout
+    assert "at most 2 run(s)" in r.stdout
     done = runs(study_copy)
     assert top2[0] in [t.user_attrs["confirms"] for t in done] and {t.user_attrs["confirms"] for t in done} <= set(top2)
     # the next seed after the search's 0
@@ -127,7 +127,7 @@ def test_smallest_goal_confirm_interrupted_and_resumed(tmp_path):
 
     r = cli(*args, cwd=tmp_path)  # resumes: retrains the interrupted run
     assert r.exit_code == 0, r.output
-    assert "at most 1 run(s) for these" in r.stdout
+    assert "at most 1 run(s)" in r.stdout
     interrupted, retrained = runs(tmp_path)
     assert status(retrained) == "complete"
     assert (retrained.user_attrs["confirms"], retrained.user_attrs["seed"]) == (passing.number, 1)
