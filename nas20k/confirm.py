@@ -60,6 +60,11 @@ def pooled_sd(candidates: list[TrialRecord]) -> float:
     return max(SIGMA_FLOOR, math.sqrt(sum((len(g) - 1) * statistics.variance(g) for g in groups) / dof))
 
 
+def race_budget(candidates: list[TrialRecord], seeds: int) -> int:
+    """The runs a race may spend before only its leader gets seeds: each candidate's missing seeds, once."""
+    return len(candidates) * (seeds - 1)
+
+
 def next_run(candidates: list[TrialRecord], taken: dict[int, set[int]], seeds: int, goal: Goal,
              budget: Budget, spent: int = 0) -> tuple[int, int] | None:
     """The next (search trial, seed) to train, or None when the race is over. `candidates` are the top ones in
@@ -77,7 +82,7 @@ def next_run(candidates: list[TrialRecord], taken: dict[int, set[int]], seeds: i
         return (goal.value(c.mean_val() + margin, c.params or 0, budget)
                 >= goal.value(leader.mean_val(), leader.params or 0, budget))
 
-    over_budget = spent >= len(candidates) * (seeds - 1)
+    over_budget = spent >= race_budget(candidates, seeds)
     racing = [leader, *(c for c in candidates[1:] if not over_budget and plausible(c))]
     started = {c.number: {s.seed for s in c.seeds} | taken.get(c.number, set()) for c in racing}
     behind = [c for c in racing if len(started[c.number]) < seeds]
@@ -142,7 +147,7 @@ def remaining(study: optuna.Study, confirm: optuna.Study, top: int, seeds: int) 
     if not candidates:
         return 0
     every = sum(max(0, seeds - c.n_seeds) for c in candidates)
-    return min(every, max(len(candidates) * (seeds - 1) - spent, seeds - candidates[0].n_seeds))
+    return min(every, max(race_budget(candidates, seeds) - spent, seeds - candidates[0].n_seeds))
 
 
 def confirm_worker(w: Worker, top: int, seeds: int) -> None:

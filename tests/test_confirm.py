@@ -166,32 +166,14 @@ def test_a_challenger_far_behind_the_leader_gets_no_more_seeds():
     assert next_run([leader, close, far], {0: {1, 2}, 1: {1, 2}}, 3, Goal(), Budget()) is None  # `far` never runs again
 
 
-def test_the_race_replayed_on_the_committed_default_search():
-    """studies/reference/nas20k.db: the top 3 were confirmed on 3 seeds each (6 runs). Replaying their recorded
-    seed values through the rule, the winner is the same trial (#36) with 3 seeds, and #15 (single run 0.1 points
-    behind, 3-seed mean 99.39 %) is dropped after the first round: 4 runs instead of 6."""
-    study = optuna.load_study(study_name="nas20k", storage=f"sqlite:///{ROOT}/studies/reference/nas20k.db")
-    meta = StudyMeta.of(study)
-    full = {r.number: [s.val_score for s in r.seeds] for r in ranked(search_records(study), meta.goal, meta.budget)[:3]}
-    race = {n: record(n, vals[:1], params=15_000) for n, vals in full.items()}
-    runs_needed = 0
-    while (nxt := next_run(ranked(list(race.values()), meta.goal, meta.budget), {}, 3, meta.goal,
-                           meta.budget)) is not None:
-        n, seed = nxt
-        race[n] = record(n, full[n][: seed + 1], params=15_000)
-        runs_needed += 1
-    winner = ranked(list(race.values()), meta.goal, meta.budget)[0]
-    assert (winner.number, winner.n_seeds) == (36, 3) and runs_needed == 4
-    assert race[15].n_seeds == 1
-
-
-def replay(name: str, top: int, seeds: int, budgeted: bool = True) -> tuple[TrialRecord, int]:
-    """Replay a committed study's race one run at a time on its recorded seed values: the winner and the runs."""
+def replay(name: str, top: int, seeds: int, budgeted: bool = True) -> tuple[list[TrialRecord], int]:
+    """Replay a committed study's race one run at a time on its recorded seed values: the candidates ranked at the
+    end, and the runs spent."""
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{ROOT}/studies/reference/{name}.db")
     meta = StudyMeta.of(study)
-    full = {r.number: r.seeds for r in search_records(study) if r.seeds}
-    race = [record(n, [s.val_score for s in runs[:1]], params=search.params)
-            for search in search_records(study) if (n := search.number) in full and (runs := full[n])]
+    recs = [r for r in search_records(study) if r.seeds]
+    full = {r.number: r.seeds for r in recs}
+    race = [record(r.number, [r.seeds[0].val_score], params=r.params) for r in recs]
     spent = 0
     while (nxt := next_run(ranked(race, meta.goal, meta.budget)[:top], {}, seeds, meta.goal, meta.budget,
                            spent if budgeted else 0)) is not None:
@@ -199,7 +181,17 @@ def replay(name: str, top: int, seeds: int, budgeted: bool = True) -> tuple[Tria
         r = next(r for r in race if r.number == n)
         r.seeds.append(next(s for s in full[n] if s.seed == seed))  # StopIteration: a run the race never trained
         spent += 1
-    return ranked(race, meta.goal, meta.budget)[0], spent
+    return ranked(race, meta.goal, meta.budget), spent
+
+
+def test_the_race_replayed_on_the_committed_default_search():
+    """studies/reference/nas20k.db: the top 3 were confirmed on 3 seeds each (6 runs). Replaying their recorded
+    seed values through the rule, the winner is the same trial (#36) with 3 seeds, and #15 (single run 0.1 points
+    behind, 3-seed mean 99.39 %) is dropped after the first round: 4 runs instead of 6."""
+    race, runs_needed = replay("nas20k", 3, 3, budgeted=False)
+    winner = race[0]
+    assert (winner.number, winner.n_seeds) == (36, 3) and runs_needed == 4
+    assert next(r for r in race if r.number == 15).n_seeds == 1
 
 
 @pytest.mark.parametrize("name, seeds, winner, runs, unbudgeted_top3", [
@@ -212,10 +204,10 @@ def test_two_candidates_and_a_budget_keep_the_recorded_winners_in_fewer_runs(nam
                                                                              unbudgeted_top3):
     """The race as it runs now (top 2, a budget of 2 * (seeds - 1) runs, then the leader alone) against the
     race as these studies ran it (top 3, no budget): the same winner, with its full seeds, in fewer runs."""
-    w, spent = replay(name, 2, seeds)
-    assert (w.number, w.n_seeds, spent) == (winner, seeds, runs)
-    w, spent = replay(name, 3, seeds, budgeted=False)
-    assert (w.number, w.n_seeds, spent) == (winner, seeds, unbudgeted_top3)
+    race, spent = replay(name, 2, seeds)
+    assert (race[0].number, race[0].n_seeds, spent) == (winner, seeds, runs)
+    race, spent = replay(name, 3, seeds, budgeted=False)
+    assert (race[0].number, race[0].n_seeds, spent) == (winner, seeds, unbudgeted_top3)
 
 
 def test_once_the_budget_is_spent_only_the_leader_gets_seeds():
