@@ -1,10 +1,13 @@
 """The CPU training step in fp32 against the runtime's choice (`--precision auto`), side by side in one run.
 
 img/s of the full training step (batched augmentation, forward, loss, backward, optimizer) for the `seed` preset,
-firekind-6174 and the committed winner (studies/best/spec.json), at 1 thread and at all cores, each the best of
-`--repeats` timed epochs of `--batches` batches of 128 after one untimed epoch. Also the share of an epoch that
-validation and BatchNorm recalibration take (what evaluating only the epochs the pruner reads saves). The last
-line is the geometric-mean ratio. Where the CPU has no hardware bf16 it says so in one line and exits 0.
+firekind-6174, the committed winner (studies/best/spec.json) and the lead designs of the two goals' warm starts
+(nas20k-16424, nas20k-separable-3680), at 1 thread and at all cores, each the best of `--repeats` timed epochs of
+`--batches` batches of 128 after one untimed epoch; in fp32, in the runtime's choice with torch's Dropout, and in
+the runtime's choice (its cheap Dropout masks too). Also the share of an epoch that validation and BatchNorm
+recalibration take (what evaluating only the epochs the pruner reads saves). The last two lines are geometric-mean
+ratios: the cheap masks against torch's, then the runtime's choice against fp32. Where the CPU has no hardware bf16
+it says so in one line and exits 0.
 
     python benchmarks/cpu_precision.py [--batches 60] [--repeats 3] [--data-dir ../shared/data]
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -58,23 +62,35 @@ def main() -> None:
     full = load_mnist(root, val_size=5000, limit=RECALIBRATE_IMAGES, download=False)
     chosen = resolve("cpu", "auto")
     specs = {"seed": PRESETS["seed"], "firekind-6174": PRESETS["firekind-6174"],
-             "winner": ArchSpec.load(ROOT / "studies" / "best" / "spec.json")}
+             "winner": ArchSpec.load(ROOT / "studies" / "best" / "spec.json"),
+             "nas20k-16424": PRESETS["nas20k-16424"], "separable-3680": PRESETS["nas20k-separable-3680"]}
+    torch_dropout = replace(chosen, cheap_dropout=False)
     cores = torch.get_num_threads()
-    print(f"torch {torch.__version__}, {cores} threads available; fp32 vs {chosen.describe()} (the runtime's choice)")
-    ratios = []
+    print(f"torch {torch.__version__}, {cores} threads available; fp32 vs {chosen.describe()} (the runtime's choice), "
+          "and the choice with torch's Dropout")
+    ratios: dict[str, list[float]] = {"dropout": [], "auto": []}
     for threads in sorted({1, cores}):
         torch.set_num_threads(threads)
         for name, spec in specs.items():
             fp32 = images_per_second(spec, data, resolve("cpu", "fp32"), args.batches, args.repeats)
+            plain = images_per_second(spec, data, torch_dropout, args.batches, args.repeats)
             auto = images_per_second(spec, data, chosen, args.batches, args.repeats)
             evaluation = evaluation_seconds(spec, full)
             share = evaluation / ((60_000 - 5000) / auto + evaluation)
-            ratios.append(auto / fp32)
-            print(f"{threads} thread(s)  {name:>13} {spec.num_params():>6,} params: fp32 {fp32:7,.0f} img/s, "
-                  f"{chosen.precision} {auto:7,.0f} img/s, ratio {auto / fp32:.2f}; "
+            ratios["dropout"].append(auto / plain)
+            ratios["auto"].append(auto / fp32)
+            print(f"{threads} thread(s)  {name:>14} {spec.num_params():>6,} params: fp32 {fp32:7,.0f} img/s, "
+                  f"{chosen.precision} with torch's Dropout {plain:7,.0f}, the choice {auto:7,.0f}; ratios "
+                  f"{auto / plain:.2f} (masks) {auto / fp32:.2f} (vs fp32); "
                   f"validation + recalibration {share:.0%} of an epoch")
-    print(f"ratio {chosen.precision}/fp32 (geometric mean of {len(ratios)}): "
-          f"{math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f}")
+    print(f"ratio cheap Dropout masks / torch's (geometric mean of {len(ratios['dropout'])}): "
+          f"{geometric_mean(ratios['dropout']):.2f}")
+    print(f"ratio {chosen.precision}/fp32 (geometric mean of {len(ratios['auto'])}): "
+          f"{geometric_mean(ratios['auto']):.2f}")
+
+
+def geometric_mean(values: list[float]) -> float:
+    return math.exp(sum(map(math.log, values)) / len(values))
 
 
 if __name__ == "__main__":

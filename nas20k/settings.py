@@ -147,7 +147,7 @@ class SearchSettings:
 
         rt = self.runtime()
         return {"device": self.torch_device.type, "device_name": device_name(self.torch_device),
-                "precision": rt.precision, "channels_last": rt.channels_last,
+                "precision": rt.precision, "channels_last": rt.channels_last, "cheap_dropout": rt.cheap_dropout,
                 "cuda_graphs": rt.cuda_graphs and self.torch_device.type == "cuda",
                 "workers": self.workers, "processes": len(self.groups), "threads": self.threads,
                 "torch": torch.__version__}
@@ -158,7 +158,7 @@ class SearchSettings:
         threads = f" x {d['threads']} thread{'s' * (d['threads'] != 1)}" if d["threads"] else ""
         shared = (f" in {d['processes']} process{'es' * (d['processes'] != 1)} (one CUDA stream each)"
                   if d["processes"] < d["workers"] else "")
-        layout = ", channels_last" if d["channels_last"] else ""
+        layout = ", channels_last" * d["channels_last"] + ", cheap dropout masks" * d["cheap_dropout"]
         return (f"{d['device_name']} ({d['device']}), {d['precision']}{layout}, "
                 f"{d['workers']} worker{'s' * (d['workers'] != 1)}{threads}{shared}, torch {d['torch']}")
 

@@ -19,6 +19,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from nas20k.data import Mnist, Split, augment, batches
+from nas20k.dropout import use_cheap_dropout
 from nas20k.factory import ArchSpec
 from nas20k.graphs import graphed_step
 from nas20k.recipe import RecipeError, TrainConfig
@@ -197,6 +198,8 @@ def train(
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     model = spec.build().to(device,
                             memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
+    if runtime.cheap_dropout:
+        use_cheap_dropout(model)
     forward = _with_precision(torch.compile(model) if runtime.compile else model, runtime, device.type)
     opt = _optimizer(model, cfg)
     sched = _scheduler(opt, cfg, steps_per_epoch)

@@ -39,12 +39,12 @@ def test_cpu_and_auto():
     ("bf16", False, False, "cpu", ("bf16", True)),
 ])
 def test_auto_precision_follows_the_cpus_bf16_hardware(monkeypatch, bf16, avx512_bf16, amx, device, chosen):
-    """`auto` is bf16 (with channels_last) only where torch reports hardware bf16 (AVX512-BF16 or AMX); an
-    explicit choice is kept."""
+    """`auto` is bf16 (with channels_last and the cheap Dropout masks) only where torch reports hardware bf16
+    (AVX512-BF16 or AMX); an explicit choice is kept."""
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     rt = resolve(device, bf16)
-    assert (rt.precision, rt.channels_last) == chosen
+    assert (rt.precision, rt.channels_last, rt.cheap_dropout) == (*chosen, chosen[1])
 
 
 def test_auto_precision_is_fp32_on_cuda(monkeypatch):
@@ -64,7 +64,7 @@ def test_fp32_history_is_bit_identical_to_the_plain_trainer(mnist):
     assert [h.train_loss for h in plain.history] == [h.train_loss for h in fp32.history]
     assert all(torch.equal(a, b)
                for a, b in zip(plain.model.state_dict().values(), fp32.model.state_dict().values(), strict=True))
-    bf16 = train(TINY, cfg, mnist, runtime=Runtime(precision="bf16", channels_last=True))
+    bf16 = train(TINY, cfg, mnist, runtime=Runtime(precision="bf16", channels_last=True, cheap_dropout=True))
     assert bf16.status == "complete" and abs(bf16.history[0].train_loss - plain.history[0].train_loss) < 0.1
     weights = [t for t in bf16.model.state_dict().values() if t.is_floating_point()]
     assert all(t.dtype == torch.float32 and t.is_contiguous() for t in weights)
