@@ -371,7 +371,8 @@ def best(
     out.print(f"spec:  {json.dumps(r.candidate.spec.to_dict())}", soft_wrap=True)
     out.print(f"train: {json.dumps(r.candidate.train.to_dict())}", soft_wrap=True)
     for run in meta.runtime:
-        out.print(f"ran on: {run.get('device_name', '?')}, {run.get('precision', 'fp32')}, "
+        masks = ", cheap dropout masks" if run.get("cheap_dropout") else ""
+        out.print(f"ran on: {run.get('device_name', '?')}, {run.get('precision', 'fp32')}{masks}, "
                   f"{run.get('workers')} worker(s), torch {run.get('torch')}")
     out.print(summary(r.candidate.spec))
     for line, ok in record_checklist(r, meta):

@@ -97,7 +97,8 @@ def test_cuda_names_on_a_two_gpu_machine(monkeypatch):
 
 def test_recipe_carries_no_runtime():
     keys = set(TrainConfig().to_dict())
-    assert not keys & {"compile", "device", "cuda_graphs", "threads", "precision", "channels_last"}, keys
+    runtime = {"compile", "device", "cuda_graphs", "threads", "precision", "channels_last", "cheap_dropout"}
+    assert not keys & runtime, keys
 
 
 def _numbers(history: list) -> list[dict]:
