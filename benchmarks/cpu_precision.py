@@ -15,7 +15,7 @@ it says so in one line and exits 0.
 from __future__ import annotations
 
 import argparse
-import math
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -68,7 +68,7 @@ def main() -> None:
     cores = torch.get_num_threads()
     print(f"torch {torch.__version__}, {cores} threads available; fp32 vs {chosen.describe()} (the runtime's choice), "
           "and the choice with torch's Dropout")
-    ratios: dict[str, list[float]] = {"dropout": [], "auto": []}
+    masks, auto_vs_fp32 = [], []
     for threads in sorted({1, cores}):
         torch.set_num_threads(threads)
         for name, spec in specs.items():
@@ -77,20 +77,14 @@ def main() -> None:
             auto = images_per_second(spec, data, chosen, args.batches, args.repeats)
             evaluation = evaluation_seconds(spec, full)
             share = evaluation / ((60_000 - 5000) / auto + evaluation)
-            ratios["dropout"].append(auto / plain)
-            ratios["auto"].append(auto / fp32)
+            masks.append(auto / plain)
+            auto_vs_fp32.append(auto / fp32)
             print(f"{threads} thread(s)  {name:>14} {spec.num_params():>6,} params: fp32 {fp32:7,.0f} img/s, "
                   f"{chosen.precision} with torch's Dropout {plain:7,.0f}, the choice {auto:7,.0f}; ratios "
                   f"{auto / plain:.2f} (masks) {auto / fp32:.2f} (vs fp32); "
                   f"validation + recalibration {share:.0%} of an epoch")
-    print(f"ratio cheap Dropout masks / torch's (geometric mean of {len(ratios['dropout'])}): "
-          f"{geometric_mean(ratios['dropout']):.2f}")
-    print(f"ratio {chosen.precision}/fp32 (geometric mean of {len(ratios['auto'])}): "
-          f"{geometric_mean(ratios['auto']):.2f}")
-
-
-def geometric_mean(values: list[float]) -> float:
-    return math.exp(sum(map(math.log, values)) / len(values))
+    for label, ratios in (("cheap Dropout masks / torch's", masks), (f"{chosen.precision}/fp32", auto_vs_fp32)):
+        print(f"ratio {label} (geometric mean of {len(ratios)}): {statistics.geometric_mean(ratios):.2f}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 
 import torch
@@ -99,8 +100,7 @@ def main() -> None:
         ratios.append(a / b)
         print(f"{name:>13} {spec.num_params():>6,} params: (a) {n} separate {images / a:7,.0f} img/s, "
               f"(b) fused {images / b:7,.0f} img/s, ratio b/a {a / b:.2f}")
-    mean = math.exp(sum(map(math.log, ratios)) / len(ratios))
-    print(f"ratio fused/separate (geometric mean of {len(ratios)}): {mean:.2f}")
+    print(f"ratio fused/separate (geometric mean of {len(ratios)}): {statistics.geometric_mean(ratios):.2f}")
 
 
 if __name__ == "__main__":
