@@ -22,8 +22,8 @@ import torch
 from torch.optim.swa_utils import update_bn
 
 from nas20k.data import load_mnist
-from nas20k.record import records
-from nas20k.study import CONFIRM_SUFFIX, default_artifacts
+from nas20k.record import CONFIRM_SUFFIX, records
+from nas20k.storage import default_artifacts
 from nas20k.train import RECALIBRATE_IMAGES, evaluate, recalibrate_bn
 
 
@@ -52,7 +52,8 @@ def main() -> None:
     ways = {
         "update_bn (Dropout on), 10k": lambda m: update_bn(
             [data.train.x[i : i + 1000] for i in range(0, RECALIBRATE_IMAGES, 1000)], m),
-        "recalibrate_bn, 10k": lambda m: recalibrate_bn(m, data.train.x[:RECALIBRATE_IMAGES]),
+        "recalibrate_bn, 10k": lambda m: recalibrate_bn(m, data.train.x[:10_000], 1000),
+        "recalibrate_bn, 5k, batch 500": lambda m: recalibrate_bn(m, data.train.x[:5000], 500),
         "recalibrate_bn, all 55k": lambda m: recalibrate_bn(m, data.train.x),
     }
     seen, diffs = set(), {way: [] for way in ways}
