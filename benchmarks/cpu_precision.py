@@ -26,7 +26,7 @@ from nas20k.data import default_data_dir, load_mnist
 from nas20k.factory import PRESETS, ArchSpec
 from nas20k.recipe import TrainConfig
 from nas20k.runtime import Runtime, cpu_has_bf16, resolve
-from nas20k.train import RECALIBRATE_IMAGES, evaluate, recalibrate_bn, train
+from nas20k.train import EVAL_BATCH_CPU, RECALIBRATE_IMAGES, evaluate, recalibrate_bn, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,8 +42,8 @@ def evaluation_seconds(spec: ArchSpec, data) -> float:  # noqa: ANN001
     """Seconds of BatchNorm recalibration (10,000 images) + validation (5,000), in fp32 as the trainer evaluates."""
     model = spec.build().eval()
     start = time.perf_counter()
-    recalibrate_bn(model, data.train.x[:RECALIBRATE_IMAGES], 1000)
-    evaluate(model, data.val)
+    recalibrate_bn(model, data.train.x[:RECALIBRATE_IMAGES], EVAL_BATCH_CPU)
+    evaluate(model, data.val, EVAL_BATCH_CPU)
     return time.perf_counter() - start
 
 
