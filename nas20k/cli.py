@@ -351,6 +351,7 @@ def best(
     """Show the best trial (by mean val score over its seeds), its layer table and the checklist; optionally export it."""  # noqa: E501 - one line in `nas20k --help`
     from nas20k.record import StudyMeta, search_records
     from nas20k.results import best_record, record_checklist, smallest_record
+    from nas20k.settings import runtime_line
     from nas20k.storage import default_artifacts, default_storage, redact
 
     name, url = where["study_name"], where["storage"] or default_storage(where["study_name"])
@@ -371,9 +372,7 @@ def best(
     out.print(f"spec:  {json.dumps(r.candidate.spec.to_dict())}", soft_wrap=True)
     out.print(f"train: {json.dumps(r.candidate.train.to_dict())}", soft_wrap=True)
     for run in meta.runtime:
-        masks = ", cheap dropout masks" if run.get("cheap_dropout") else ""
-        out.print(f"ran on: {run.get('device_name', '?')}, {run.get('precision', 'fp32')}{masks}, "
-                  f"{run.get('workers')} worker(s), torch {run.get('torch')}")
+        out.print(f"ran on: {runtime_line(run)}")
     out.print(summary(r.candidate.spec))
     for line, ok in record_checklist(r, meta):
         out.print(f"  {MARK[ok]} {line}")

@@ -52,6 +52,19 @@ def worker_groups(workers: int, gpus: int, mps: bool, per_process: int | None = 
     return [list(range(i, min(i + per_process, workers))) for i in range(0, workers, per_process)]
 
 
+def runtime_line(d: dict) -> str:
+    """A runtime as `SearchSettings.describe` records it, in one line: the header of search and confirm, and the
+    "ran on" lines of `best` (read from the study, where a record older than a key lacks it)."""
+    workers, threads = d.get("workers", 1), d.get("threads")
+    processes = d.get("processes", workers)
+    per_worker = f" x {threads} thread{'s' * (threads != 1)}" if threads else ""
+    shared = f" in {processes} process{'es' * (processes != 1)} (one CUDA stream each)" if processes < workers else ""
+    layout = ", channels_last" * bool(d.get("channels_last")) + ", cheap dropout masks" * bool(d.get("cheap_dropout"))
+    device = f" ({d['device']})" if "device" in d else ""
+    return (f"{d.get('device_name', 'unknown device')}{device}, {d.get('precision', 'fp32')}{layout}, "
+            f"{workers} worker{'s' * (workers != 1)}{per_worker}{shared}, torch {d.get('torch', '?')}")
+
+
 def device_name(device: torch.device) -> str:
     """The GPU's or the CPU's model name, for the study's record of how it ran."""
     import torch
@@ -154,13 +167,7 @@ class SearchSettings:
 
     def header(self) -> str:
         """`describe()` in one line, for the first lines of search and confirm."""
-        d = self.describe()
-        threads = f" x {d['threads']} thread{'s' * (d['threads'] != 1)}" if d["threads"] else ""
-        shared = (f" in {d['processes']} process{'es' * (d['processes'] != 1)} (one CUDA stream each)"
-                  if d["processes"] < d["workers"] else "")
-        layout = ", channels_last" * d["channels_last"] + ", cheap dropout masks" * d["cheap_dropout"]
-        return (f"{d['device_name']} ({d['device']}), {d['precision']}{layout}, "
-                f"{d['workers']} worker{'s' * (d['workers'] != 1)}{threads}{shared}, torch {d['torch']}")
+        return runtime_line(self.describe())
 
     def validate(self) -> SearchSettings:
         if self.trials < 1:

@@ -20,7 +20,7 @@ from nas20k.runtime import (
     pick_precision,
     resolve,
 )
-from nas20k.settings import SearchSettings, worker_groups
+from nas20k.settings import SearchSettings, runtime_line, worker_groups
 from nas20k.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,6 +215,16 @@ def test_the_header_says_how_workers_share_processes(monkeypatch):
     assert settings.describe()["processes"] == 1
     cpu = SearchSettings(jobs=2, device="cpu")
     assert cpu.groups == [[0], [1]] and "process" not in cpu.header()
+
+
+def test_runtime_line_reads_current_and_older_records():
+    now = {"device": "cpu", "device_name": "AMD EPYC", "precision": "bf16", "channels_last": True,
+           "cheap_dropout": True, "cuda_graphs": False, "workers": 2, "processes": 2, "threads": 1, "torch": "2.14.1"}
+    assert runtime_line(now) == ("AMD EPYC (cpu), bf16, channels_last, cheap dropout masks, 2 workers x 1 thread, "
+                                 "torch 2.14.1")
+    # a study recorded before channels_last, the masks, threads and processes were
+    older = {"device_name": "AMD EPYC", "precision": "fp32", "workers": 1, "torch": "2.9.0"}
+    assert runtime_line(older) == "AMD EPYC, fp32, 1 worker, torch 2.9.0"
 
 
 @pytest.mark.parametrize("mps, devices", [(False, ["cuda:0"] * 4 + ["cuda:1"] * 4), (True, ["cuda:0", "cuda:1"] * 4)])

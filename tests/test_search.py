@@ -30,7 +30,7 @@ from nas20k.pruners import pruner_epochs
 from nas20k.recipe import TrainConfig
 from nas20k.record import StudyMeta, TrialRecord, records, search_records
 from nas20k.results import best_record
-from nas20k.settings import SearchSettings
+from nas20k.settings import SearchSettings, runtime_line
 from nas20k.signals import raise_if_stopped
 from nas20k.space import Candidate, params_of, warm_start
 from nas20k.storage import open_storage
@@ -388,6 +388,8 @@ def test_best_shows_checklist_and_export_round_trips(study_copy, data_dir):
     for line in ("BatchNorm used", "Dropout used", "GAP or FC head",
                  "test accuracy, mean of last 3 epochs over 1 seed >= 99.4%", "epochs <= 1", "over 1 seed(s)"):
         assert line in r.stdout
+    ran = load(study_copy).user_attrs["runtime"]  # how the search ran, in the words of its header
+    assert " ".join(f"ran on: {runtime_line(ran[0])}".split()) in " ".join(r.stdout.split())
     out = study_copy / "out"
     assert {p.name for p in out.iterdir()} >= {"model.pt2", "model.pt", "spec.json", "metrics.json", "summary.txt",
                                                "history.csv"}
