@@ -22,13 +22,13 @@ from optuna.trial import FrozenTrial
 
 from nas20k.record import CONFIRM_SUFFIX
 
-RUNGS = (6, 9)
-
 
 def reached_at(t: FrozenTrial, epoch: int) -> float:
-    """Wall-clock time the trial finished `epoch` (its history's `at`), else its start plus the epoch count."""
+    """Wall-clock time the trial finished `epoch` (its history's `at`), else (a history recorded before `at`
+    existed) its start plus the epoch count."""
     h = t.user_attrs.get("history") or []
-    return h[epoch - 1].get("at", 0.0) if len(h) >= epoch else t.datetime_start.timestamp() + epoch
+    at = h[epoch - 1].get("at") if len(h) >= epoch else None
+    return at if at is not None else t.datetime_start.timestamp() + epoch
 
 
 def replay(trials: list[FrozenTrial], epoch: int) -> set[int]:
