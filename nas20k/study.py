@@ -32,9 +32,14 @@ MAX_REJECTED_IN_A_ROW = 200  # then the budget is too small for the space: stop 
 # warming up (its rate peaks at 30 % of the epochs), and the design pruned there in smallest-5k-laptop (4,968 params)
 # was the < 5,000 pass of smallest-5k (docs/results.md).
 WARM_PRUNE_FROM = 9
-# The accuracy goal's warm start: the best measured designs that fit, no more. The rest (smaller, lower by val) were
-# each trained to the last rung, 9 epochs, in every new study and never came near the top (docs/results.md).
-ACCURACY_STARTS = 3
+# What follows the lead (the first design that fits) into a new study, by goal: the designs that, queued after
+# another lead, outlasted the last rung in the committed studies. The others were pruned there in every study that
+# queued them so, 9 epochs each: for the accuracy goal nas20k-14088 (3 of 3); for the smallest, public-3762 (4 of 4),
+# firekind-6174 (11 of 12), firekind-6174-onecycle (12 of 12), nitinvig-7070 and nas20k-7458 (7 of 7), nas20k-16424
+# (3 of 3), where nas20k-14088 completed 10 of 11 times, nas20k-5826 9 of 11, nas20k-5826-light 6 of 6
+# (docs/design.md#warm-start). A scaled design follows as its original does.
+FOLLOWERS = {"accuracy": ("nas20k-16424",),
+             "smallest": ("nas20k-separable-3680", "nas20k-14088", "nas20k-5826", "nas20k-5826-light")}
 
 
 def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
@@ -48,14 +53,14 @@ def trained_count(trials: list[FrozenTrial]) -> int:
 
 def _enqueue_warm_start(study: optuna.Study, settings: SearchSettings, meta: StudyMeta) -> list[str]:
     """Seed a new study with the known designs that fit the budget, the rest scaled to it (once per study,
-    whoever starts first): for the accuracy goal the first ACCURACY_STARTS, for the smallest goal all of them.
-    The first trains to the end unpruned; the others may be pruned from WARM_PRUNE_FROM."""
+    whoever starts first): the first, the lead, and those of the goal's FOLLOWERS. The lead trains to the end
+    unpruned; the others may be pruned from WARM_PRUNE_FROM."""
     if not settings.warm_start or meta.warm_started is not None or study.get_trials(deepcopy=False):
         meta.warm_started = meta.warm_started or []
         return []
     starts = list(warm_start(settings.budget.max_epochs, settings.seed, settings.budget.max_params).items())
-    if settings.goal.kind == "accuracy":
-        starts = starts[:ACCURACY_STARTS]
+    followers = FOLLOWERS[settings.goal.kind]
+    starts = starts[:1] + [(name, c) for name, c in starts[1:] if name.removesuffix("-scaled") in followers]
     for i, (name, candidate) in enumerate(starts):
         prune_from = None if i == 0 else WARM_PRUNE_FROM
         study.enqueue_trial(params_of(candidate), user_attrs={"warm_start": name, "prune_from": prune_from})

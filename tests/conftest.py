@@ -127,8 +127,9 @@ def mnist():
 @pytest.fixture(scope="session")
 def small_study(tmp_path_factory) -> Path:
     """A folder holding a finished, unconfirmed 3-trial study (studies/nas20k.db + studies/nas20k-artifacts):
-    the warm-start designs first (space.warm_start), all three completed (no pruner: at one epoch the default
-    `asha` would prune on its first rung). Copy it (`study_copy`) before changing it."""
+    the accuracy goal's two warm-start designs first (study.FOLLOWERS), then one TPE sampled, all three completed
+    (no pruner: at one epoch the default `asha` would prune on its first rung). Copy it (`study_copy`) before
+    changing it."""
     cwd = tmp_path_factory.mktemp("study")
     r = cli("search", "--trials", "3", *SMALL, "--jobs", "1", "--confirm-top", "0", "--pruner", "none", "-q", cwd=cwd)
     assert r.exit_code == 0, r.output
