@@ -1,8 +1,8 @@
 """The CPU training step in fp32 against the runtime's choice (`--precision auto`), side by side in one run.
 
 img/s of the full training step (batched augmentation, forward, loss, backward, optimizer) for the `seed` preset,
-firekind-6174, the committed winner (studies/best/spec.json) and the lead designs of the two goals' warm starts
-(nas20k-16424, nas20k-separable-3680), at 1 thread and at all cores, each the best of `--repeats` timed epochs of
+firekind-6174, the committed winner (studies/best/spec.json) and two warm-start designs (nas20k-16424,
+nas20k-separable-3680), at 1 thread and at all cores, each the best of `--repeats` timed epochs of
 `--batches` batches of 128 after one untimed epoch; in fp32, in the runtime's choice with torch's Dropout, and in
 the runtime's choice (its cheap Dropout masks too). Also the share of an epoch that validation and BatchNorm
 recalibration take (what evaluating only the epochs the pruner reads saves). The last two lines are geometric-mean
