@@ -101,7 +101,7 @@ def test_resume_retrains_the_interrupted_trial_before_the_queued_warm_start(tmp_
     trained = sorted((t for t in load(tmp_path).trials if status(t) in ("complete", "pruned")),
                      key=lambda t: t.datetime_start)
     assert trained[0].user_attrs["retry_of"] == hit.number and trained[0].user_attrs["warm_start"] == "nas20k-7458"
-    assert trained[1].user_attrs["warm_start"] == "nas20k-5826"  # then the queue, in its order
+    assert trained[1].user_attrs["warm_start"] == "nas20k-16424-scaled"  # then the queue: the lead's follower
 
 
 def test_sigterm_to_the_parent_of_two_workers(tmp_path):
