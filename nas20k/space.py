@@ -143,14 +143,14 @@ def params_of(candidate: Candidate) -> dict:
 
 def warm_start(epochs: int, seed: int = 0, max_params: int | None = None) -> dict[str, Candidate]:
     """Known-good designs with their recipes, measured ones first, best by mean val first (their records:
-    docs/results.md): nas20k's own winners (the best of the default search on an H200, on 3 seeds, the best two
-    of the default searches on the 2-core laptop on 5 seeds, the first default search's, then the two best of its
-    search under 8,000 params, then nas20k-5826's layout with separable convs at 3,680 params and the lighter
-    augmentation below), then the public hand-tuned designs with their published recipes as the space expresses
-    them, and firekind-6174 again with nas20k's default recipe (SGD + Nesterov, OneCycle to 0.05), and last
-    nas20k-5826 with rotation ± 5° and shift ± 1 px, which scaled below 3,800 params scored 0.14 points higher by
-    val than with its own ± 10.9° / ± 2.2 px (benchmarks/README.md#how-much-augmentation). The first that fits is
-    the one a new study trains unpruned.
+    docs/results.md): nas20k's own winners (the best of a default search on the 2-core laptop and of the default
+    search on an H200, each on 3 seeds, the best two of the default searches on the laptop on 5 seeds, the first
+    default search's, then the two best of its search under 8,000 params, then nas20k-5826's layout with separable
+    convs at 3,680 params and the lighter augmentation below), then the public hand-tuned designs with their
+    published recipes as the space expresses them, and firekind-6174 again with nas20k's default recipe (SGD +
+    Nesterov, OneCycle to 0.05), and last nas20k-5826 with rotation ± 5° and shift ± 1 px, which scaled below 3,800
+    params scored 0.14 points higher by val than with its own ± 10.9° / ± 2.2 px
+    (benchmarks/README.md#how-much-augmentation). The first that fits is the one a new study trains unpruned.
 
     Given `max_params` (what a new study queues): the designs that fit, then each one over it as `<name>-scaled`,
     the same layout and recipe with its widths scaled down to fit (`factory.scaled`); a design the space cannot
@@ -167,6 +167,11 @@ def warm_start(epochs: int, seed: int = 0, max_params: int | None = None) -> dic
         label_smoothing=0.0032693463755512605, rotate=10.949186748615638, translate=2.1961058861319254)
     light = replace(five, rotate=5.0, translate=1.0)  # measured better by val on nets under 3,800 params
     starts = {
+        "nas20k-14838": Candidate(PRESETS["nas20k-14838"], TrainConfig(
+            epochs=epochs, seed=seed, batch_size=64, optimizer="sgd", lr=0.05756822561756882, momentum=0.9,
+            nesterov=True, weight_decay=7.0999155113840376e-06, schedule="step", drop_at=0.6572398455263502,
+            label_smoothing=0.039148348658830046, rotate=0.025391567912737056, translate=1.371983900923956,
+            scale=0.011535324925592488)),
         "nas20k-19674": Candidate(PRESETS["nas20k-19674"], TrainConfig(
             epochs=epochs, seed=seed, batch_size=128, optimizer="adamw", lr=0.006400459075783589, nesterov=False,
             weight_decay=4.146668495926638e-05, schedule="step", drop_at=0.7205255642759163,

@@ -34,8 +34,8 @@ MAX_REJECTED_IN_A_ROW = 200  # then the budget is too small for the space: stop 
 WARM_PRUNE_FROM = 9
 # What follows the lead (the first design that fits) into a new study, by goal: the designs that, queued after
 # another lead, outlasted the last rung in the committed studies. The others were pruned there in all, or all but
-# one, of the studies that queued them so, 9 epochs each: for the accuracy goal nas20k-14088 (3 of 3; nas20k-14568,
-# the lead before nas20k-19674 and the slowest at batch 64, never followed one); for the smallest, public-3762 (4 of
+# one, of the studies that queued them so, 9 epochs each: for the accuracy goal nas20k-14088 (3 of 3; nas20k-19674
+# and nas20k-14568, the leads before nas20k-14838, never followed one); for the smallest, public-3762 (4 of
 # 4), firekind-6174 (11 of 12), firekind-6174-onecycle (12 of 12), nitinvig-7070 and nas20k-7458 (7 of 7),
 # nas20k-16424 (3 of 3), where nas20k-14088 completed 10 of 11 times, nas20k-5826 9 of 11, nas20k-5826-light 6 of 6
 # (docs/design.md#warm-start). A scaled design follows as its original does.
