@@ -201,10 +201,10 @@ def waiting(study: optuna.Study) -> list[tuple[str, dict]]:
 
 
 # What a new study queues: the lead (the first design that fits), then the followers the committed studies kept
-# past the last rung (study.FOLLOWERS); for the accuracy goal at the default budget, nas20k-14568 and nas20k-14088
-# are left out.
+# past the last rung (study.FOLLOWERS); for the accuracy goal at the default budget, nas20k-19674, nas20k-14568 and
+# nas20k-14088 are left out.
 QUEUED = {
-    ("accuracy", 20_000): ["nas20k-19674", "nas20k-16424"],
+    ("accuracy", 20_000): ["nas20k-14838", "nas20k-16424"],
     ("accuracy", 8000): ["nas20k-7458", "nas20k-16424-scaled"],
     ("accuracy", 6500): ["nas20k-5826", "nas20k-16424-scaled"],
     ("accuracy", 6000): ["nas20k-5826", "nas20k-16424-scaled"],
@@ -212,7 +212,7 @@ QUEUED = {
     ("accuracy", 3800): ["nas20k-separable-3680"],
     ("accuracy", 3000): ["nas20k-separable-3680-scaled"],
     ("accuracy", 1000): ["nas20k-separable-3680-scaled"],
-    ("smallest", 20_000): ["nas20k-19674", "nas20k-14088", "nas20k-5826", "nas20k-separable-3680",
+    ("smallest", 20_000): ["nas20k-14838", "nas20k-14088", "nas20k-5826", "nas20k-separable-3680",
                            "nas20k-5826-light"],
     ("smallest", 8000): ["nas20k-7458", "nas20k-5826", "nas20k-separable-3680", "nas20k-5826-light",
                          "nas20k-14088-scaled"],
@@ -233,19 +233,20 @@ def under(max_params: int) -> list[str]:
 
 
 @pytest.mark.parametrize("max_params, names", [
-    (20_000, ["nas20k-19674", "nas20k-14568", "nas20k-16424", "nas20k-14088", "nas20k-7458", "nas20k-5826",
-              "nas20k-separable-3680", "public-3762", "firekind-6174", "firekind-6174-onecycle", "nitinvig-7070",
-              "nas20k-5826-light"]),
+    (20_000, ["nas20k-14838", "nas20k-19674", "nas20k-14568", "nas20k-16424", "nas20k-14088", "nas20k-7458",
+              "nas20k-5826", "nas20k-separable-3680", "public-3762", "firekind-6174", "firekind-6174-onecycle",
+              "nitinvig-7070", "nas20k-5826-light"]),
     (8000, ["nas20k-7458", "nas20k-5826", "nas20k-separable-3680", "public-3762", "firekind-6174",
-            "firekind-6174-onecycle", "nitinvig-7070", "nas20k-5826-light", "nas20k-19674-scaled",
-            "nas20k-14568-scaled", "nas20k-16424-scaled", "nas20k-14088-scaled"]),
+            "firekind-6174-onecycle", "nitinvig-7070", "nas20k-5826-light", "nas20k-14838-scaled",
+            "nas20k-19674-scaled", "nas20k-14568-scaled", "nas20k-16424-scaled", "nas20k-14088-scaled"]),
     (6500, ["nas20k-5826", "nas20k-separable-3680", "public-3762", "firekind-6174", "firekind-6174-onecycle",
-            "nas20k-5826-light", "nas20k-14568-scaled", "nas20k-16424-scaled", "nas20k-14088-scaled",
-            "nas20k-7458-scaled", "nitinvig-7070-scaled"]),
-    # nas20k-14568 scaled under 6,000 would narrow its 4-wide conv below the space's range: left out
-    (6000, ["nas20k-5826", "nas20k-separable-3680", "public-3762", "nas20k-5826-light", "nas20k-16424-scaled",
-            "nas20k-14088-scaled", "nas20k-7458-scaled", "firekind-6174-scaled", "firekind-6174-onecycle-scaled",
-            "nitinvig-7070-scaled"]),
+            "nas20k-5826-light", "nas20k-14838-scaled", "nas20k-14568-scaled", "nas20k-16424-scaled",
+            "nas20k-14088-scaled", "nas20k-7458-scaled", "nitinvig-7070-scaled"]),
+    # nas20k-14568 scaled under 6,000 would narrow its 4-wide conv below the space's range: left out (nas20k-14838
+    # under 5,000 too, its third block's 12-wide conv at 6)
+    (6000, ["nas20k-5826", "nas20k-separable-3680", "public-3762", "nas20k-5826-light", "nas20k-14838-scaled",
+            "nas20k-16424-scaled", "nas20k-14088-scaled", "nas20k-7458-scaled", "firekind-6174-scaled",
+            "firekind-6174-onecycle-scaled", "nitinvig-7070-scaled"]),
     # the laptop issue's smallest-goal budget
     (5000, ["nas20k-separable-3680", "public-3762", "nas20k-16424-scaled", "nas20k-14088-scaled", "nas20k-7458-scaled",
             "nas20k-5826-scaled", "firekind-6174-scaled", "firekind-6174-onecycle-scaled", "nitinvig-7070-scaled",

@@ -96,8 +96,8 @@ def test_params_of_inverts_suggest_for_the_warm_start():
     assert starts["firekind-6174"].spec.num_params() == 6_174
     assert starts["nitinvig-7070"].spec.num_params() == 7_070  # Dropout added, no parameter added
     # queued first under 20k
-    assert list(starts)[:4] == ["nas20k-19674", "nas20k-14568", "nas20k-16424", "nas20k-14088"]
-    assert [starts[n].spec.num_params() for n in list(starts)[:4]] == [19_674, 14_568, 16_424, 14_088]
+    assert list(starts)[:4] == ["nas20k-14838", "nas20k-19674", "nas20k-14568", "nas20k-16424"]
+    assert [starts[n].spec.num_params() for n in list(starts)[:4]] == [14_838, 19_674, 14_568, 16_424]
     # Dropout is on the requirement list
     assert all(c.spec.dropout > 0 and c.spec.dropout_after for c in starts.values())
 
