@@ -24,12 +24,15 @@ block 2, a wider last block, even widths. With `--moves distill`, on that net: H
 default search's exported winner, `--teacher`, 15,486 params, trained on the same split), at two weights and two
 temperatures. With `--moves activation`, on that net: SiLU and GELU in place of ReLU (no parameters either way). With
 `--moves separable`, the same layout with depthwise-separable convs (spec field `separable`), 2-3x as wide in about
-the same parameters (3,680-3,712, bias-free): two blocks of two, and block 2 three convs deep.
+the same parameters (3,680-3,712, bias-free): two blocks of two, and block 2 three convs deep. With
+`--moves separable-up`, the first of those (`nas20k-separable-3680`) with its widths 1.2x, 4,924 params: what the
+smallest goal's 5,000 budget buys it; with `--moves separable-up-in-space`, two ways to spend that budget inside the
+search space's widths (at most 32 after block 1), 4,578 and 4,870 params.
 Prints one row per run, then mean ± sd of the val score and of test accuracy (both means of the last 3 epochs).
 Choose by val; test is reported, never read to choose.
 
     python benchmarks/small_recipes.py [--moves recipe|augmentation|lighter|schedule|padding|widths|distill|
-                                       activation|separable|best|none]
+                                       activation|separable|separable-up[-in-space]|best|none]
                                        [--val-size 5000] [--seeds 5] [--jobs 2] [--data-dir ../shared/data]
                                        [--teacher studies/best/model.pt2]
 """
@@ -91,6 +94,11 @@ def on_wider_lighter(moves: dict[str, Callable[[Candidate], Candidate]]) -> dict
             **{f"+ {name}": (lambda c, m=m: m(wider_lighter(c))) for name, m in moves.items()}}
 
 
+def separable(*blocks: tuple[int, ...]) -> Callable[[Candidate], Candidate]:
+    """nas20k-separable-3680 (the lighter, wider net's recipe, separable convs, bias-free) at other widths."""
+    return lambda c: spec(blocks=blocks, bias=False, separable=True, dropout_after=(1, 3))(wider_lighter(c))
+
+
 # Each set's first move is the row the others are read against.
 MOVES: dict[str, dict[str, Callable[[Candidate], Candidate]]] = {
     "recipe": {"as searched": same, "wider (3,792 params)": wider, "dropout 0.02": less_dropout,
@@ -117,6 +125,12 @@ MOVES: dict[str, dict[str, Callable[[Candidate], Candidate]]] = {
     "separable": on_wider_lighter({
         f"separable {layout(blocks)}, bias-free": spec(blocks=blocks, bias=False, separable=True, dropout_after=after)
         for blocks, after in ((((8, 16), (24, 28), (32, 10)), (1, 3)), (((8, 16), (24, 24, 24), (20, 10)), (1, 4)))}),
+    # nas20k-separable-3680 with every width but the logits' 1.2x (factory.scaled's rounding): the smallest goal's
+    # 5,000 budget spent on the same design
+    "separable-up": {"separable 10-20 | 28-34 | 38-10, bias-free": separable((10, 20), (28, 34), (38, 10))},
+    # the same budget inside the search space's widths (blocks 2 and 3 at most 32 wide), so a study can queue it
+    "separable-up-in-space": {f"separable {layout(blocks)}, bias-free": separable(*blocks)
+                              for blocks in (((10, 20), (30, 32), (32, 10)), ((12, 24), (30, 32), (32, 10)))},
 }
 
 
