@@ -166,7 +166,7 @@ def convs(model: nn.Module) -> list[tuple]:
 
 @pytest.mark.parametrize("name, params", [
     ("seed", 17_666), ("firekind-6174", 6_174), ("nitinvig-7070", 7_070), ("nas20k-14088", 14_088), ("small", 9_858),
-    ("nas20k-19674", 19_674), ("nas20k-14838", 14_838),
+    ("nas20k-19674", 19_674), ("nas20k-14838", 14_838), ("nas20k-separable-4578", 4_578),
 ])
 def test_preset_counts(name, params):
     spec = PRESETS[name]
