@@ -391,7 +391,7 @@ def test_the_small_study_trained_the_warm_start_first(small_study):
     first = trials[:2]  # the accuracy goal's lead and its one follower, then what TPE samples
     assert [t.user_attrs.get("warm_start") for t in trials] == [*names, None]
     assert [t.user_attrs["params"] for t in first] == [warm_start(1)[n].spec.num_params() for n in names]
-    assert all(status(t) == "complete" for t in first) and trials[0].user_attrs["params"] == 19_674
+    assert all(status(t) == "complete" for t in first) and trials[0].user_attrs["params"] == 14_838
 
 
 # --- the commands -----------------------------------------------------------------------------------------
