@@ -19,9 +19,9 @@ import optuna
 from side_by_side import compare, mean_sd
 from small_recipes import spec
 
-from nas20k.data import default_data_dir
-from nas20k.record import search_records
-from nas20k.runtime import resolve
+from nas20k.core.data import default_data_dir
+from nas20k.core.runtime import resolve
+from nas20k.readers.record import search_records
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Every completed run in the given studies (search trials and confirm runs) left its final weights as an artifact.
 Each is evaluated four ways on the val and test sets: as trained (torch's running averages over augmented
 images, Dropout on), after torch's `swa_utils.update_bn` (recomputed in train mode: Dropout on), and after
-`nas20k.train.recalibrate_bn` (Dropout off) on the first 10,000 and on all 55,000 training images. The same
+`nas20k.core.train.recalibrate_bn` (Dropout off) on the first 10,000 and on all 55,000 training images. The same
 weights are compared, so the difference is the statistics alone. Identical runs (the same candidate and seed in
 two studies: the CPU path is deterministic) count once. Only runs recorded without recalibration are used.
 
@@ -21,10 +21,10 @@ import optuna
 import torch
 from torch.optim.swa_utils import update_bn
 
-from nas20k.data import load_mnist
-from nas20k.record import CONFIRM_SUFFIX, records
-from nas20k.storage import default_artifacts
-from nas20k.train import RECALIBRATE_IMAGES, evaluate, recalibrate_bn
+from nas20k.core.data import load_mnist
+from nas20k.core.train import RECALIBRATE_IMAGES, evaluate, recalibrate_bn
+from nas20k.readers.record import CONFIRM_SUFFIX, records
+from nas20k.runner.storage import default_artifacts
 
 
 def runs(db: Path) -> list[tuple[str, int, torch.nn.Module, Path]]:

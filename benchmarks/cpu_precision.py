@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from nas20k.data import default_data_dir, load_mnist
-from nas20k.factory import PRESETS, ArchSpec
-from nas20k.recipe import TrainConfig
-from nas20k.runtime import Runtime, cpu_has_bf16, resolve
-from nas20k.train import EVAL_BATCH_CPU, RECALIBRATE_IMAGES, evaluate, recalibrate_bn, train
+from nas20k.core.data import default_data_dir, load_mnist
+from nas20k.core.factory import PRESETS, ArchSpec
+from nas20k.core.recipe import TrainConfig
+from nas20k.core.runtime import Runtime, cpu_has_bf16, resolve
+from nas20k.core.train import EVAL_BATCH_CPU, RECALIBRATE_IMAGES, evaluate, recalibrate_bn, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,9 +16,9 @@ from dataclasses import replace
 
 from side_by_side import compare
 
-from nas20k.data import default_data_dir
-from nas20k.runtime import resolve
-from nas20k.space import warm_start
+from nas20k.core.data import default_data_dir
+from nas20k.core.runtime import resolve
+from nas20k.core.space import warm_start
 
 
 def main() -> None:

@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 import optuna
 from optuna.trial import FrozenTrial
 
-from nas20k.progress import Plan, estimate
-from nas20k.record import CONFIRM_SUFFIX, StudyMeta, TrialRecord
+from nas20k.readers.progress import Plan, estimate
+from nas20k.readers.record import CONFIRM_SUFFIX, StudyMeta, TrialRecord
 
 
 def as_of(trials: list[FrozenTrial], t: datetime, queued_at_start: bool) -> list[TrialRecord]:

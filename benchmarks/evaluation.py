@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nas20k.data import Mnist, default_data_dir, load_mnist
-from nas20k.factory import PRESETS, ArchSpec
-from nas20k.runtime import resolve
-from nas20k.train import EVAL_BATCH_CPU, RECALIBRATE_IMAGES, evaluate, recalibrate_bn
+from nas20k.core.data import Mnist, default_data_dir, load_mnist
+from nas20k.core.factory import PRESETS, ArchSpec
+from nas20k.core.runtime import resolve
+from nas20k.core.train import EVAL_BATCH_CPU, RECALIBRATE_IMAGES, evaluate, recalibrate_bn
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = 1000

@@ -21,12 +21,12 @@ import time
 
 import torch
 import torch.nn.functional as F
+from fused_nets import build_fused, fuse_inputs, fuse_states, fused_loss
 
-from nas20k.data import Split, augment, batches, load_mnist
-from nas20k.factory import PRESETS, ArchSpec
-from nas20k.fused import build_fused, fuse_inputs, fuse_states, fused_loss
-from nas20k.recipe import TrainConfig
-from nas20k.train import _optimizer
+from nas20k.core.data import Split, augment, batches, load_mnist
+from nas20k.core.factory import PRESETS, ArchSpec
+from nas20k.core.recipe import TrainConfig
+from nas20k.core.train import _optimizer
 
 CFG = TrainConfig(batch_size=128)
 

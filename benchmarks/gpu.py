@@ -1,7 +1,7 @@
 """The GPU path of nas20k's trainer, eager vs CUDA graphs, side by side in one run (needs CUDA; without it this
 prints one line and exits 0).
 
-(1) ms per training step of the seed net at batch 128 and 512: epoch 2 of `nas20k.train.train` over the 55,000
+(1) ms per training step of the seed net at batch 128 and 512: epoch 2 of `nas20k.core.train.train` over the 55,000
     training images, divided by its steps (the epoch also holds one 5,000-image validation pass, about a millisecond);
 (2) one seed trial with the default recipe (20 epochs, SGD + OneCycle, batch 128): wall seconds and val accuracy;
 (3) aggregate img/s of 1, 4 and 8 spawned worker processes training the firekind-6174 candidate (its warm-start
@@ -27,11 +27,11 @@ from dataclasses import replace
 
 import torch
 
-from nas20k.data import Mnist, default_data_dir, load_mnist
-from nas20k.factory import PRESETS
-from nas20k.runtime import Runtime, mps_running, own_stream
-from nas20k.space import warm_start
-from nas20k.train import TrainConfig, train
+from nas20k.core.data import Mnist, default_data_dir, load_mnist
+from nas20k.core.factory import PRESETS
+from nas20k.core.runtime import Runtime, mps_running, own_stream
+from nas20k.core.space import warm_start
+from nas20k.core.train import TrainConfig, train
 
 WORKERS = (1, 4, 8)
 WORKER_IMAGES = 200 * 128  # per worker: 200 steps of 128 per epoch

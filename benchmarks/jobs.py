@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from nas20k.data import default_data_dir, load_mnist
-from nas20k.factory import PRESETS
-from nas20k.train import TrainConfig, train
+from nas20k.core.data import default_data_dir, load_mnist
+from nas20k.core.factory import PRESETS
+from nas20k.core.train import TrainConfig, train
 
 
 def run(root: str, preset: str, batches: int, threads: int, start: mp.Barrier | None = None) -> tuple[float, float]:

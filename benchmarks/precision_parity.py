@@ -20,11 +20,11 @@ from pathlib import Path
 
 from side_by_side import compare
 
-from nas20k.data import default_data_dir
-from nas20k.factory import ArchSpec
-from nas20k.runtime import Runtime
-from nas20k.space import Candidate, warm_start
-from nas20k.train import TrainConfig
+from nas20k.core.data import default_data_dir
+from nas20k.core.factory import ArchSpec
+from nas20k.core.runtime import Runtime
+from nas20k.core.space import Candidate, warm_start
+from nas20k.core.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = {"fp32": Runtime(), "bf16": Runtime(precision="bf16", channels_last=True),

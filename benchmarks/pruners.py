@@ -21,7 +21,7 @@ from pathlib import Path
 
 import optuna
 
-from nas20k.record import TrialRecord, search_records
+from nas20k.readers.record import TrialRecord, search_records
 
 # epochs a candidate must finish before a verdict
 FIRST_RUNG = {"asha": 1, "asha3": 3, "median": 5, "hyperband": 1, "none": 0}

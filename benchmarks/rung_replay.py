@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
-from nas20k.record import CONFIRM_SUFFIX
+from nas20k.readers.record import CONFIRM_SUFFIX
 
 
 def reached_at(t: FrozenTrial, epoch: int) -> float:

@@ -13,10 +13,10 @@ from dataclasses import replace
 
 import torch
 
-from nas20k.data import load_mnist
-from nas20k.runtime import Runtime
-from nas20k.space import Candidate
-from nas20k.train import train
+from nas20k.core.data import load_mnist
+from nas20k.core.runtime import Runtime
+from nas20k.core.space import Candidate
+from nas20k.core.train import train
 
 Variant = Callable[[Candidate], tuple[Candidate, Runtime]]  # how a design trains under this variant
 

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torchvision import datasets, transforms
 
-from nas20k.data import MEAN, STD, default_data_dir, load_mnist
-from nas20k.factory import PRESETS
-from nas20k.runtime import Runtime
-from nas20k.train import TrainConfig, train
+from nas20k.core.data import MEAN, STD, default_data_dir, load_mnist
+from nas20k.core.factory import PRESETS
+from nas20k.core.runtime import Runtime
+from nas20k.core.train import TrainConfig, train
 
 WARMUP = 10  # batches not timed in (a): worker start-up and first-touch allocations
 
@@ -53,7 +53,7 @@ def seed_pipeline(root: str, batches: int, device: torch.device) -> float:
 
 
 def nas20k_trainer(root: str, batches: int, device: torch.device, compile: bool) -> float:
-    """img/s of nas20k.train over one epoch of exactly `batches` batches of 128 (its per-epoch timing,
+    """img/s of nas20k.core.train over one epoch of exactly `batches` batches of 128 (its per-epoch timing,
     which includes a 500-image validation pass and, with --compile, the compile warm-up)."""
     data = load_mnist(root, val_size=500, limit=batches * 128, device=device, download=False)
     cfg = TrainConfig(epochs=1, batch_size=128, lr=0.01, schedule="none", nesterov=False, weight_decay=0, rotate=15,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import optuna
 
-from nas20k.record import CONFIRM_SUFFIX, search_records
+from nas20k.readers.record import CONFIRM_SUFFIX, search_records
 
 ROOT = Path(__file__).resolve().parents[1]
 

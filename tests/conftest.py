@@ -21,8 +21,8 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
-from nas20k.data import load_mnist
-from nas20k.record import TrialRecord
+from nas20k.core.data import load_mnist
+from nas20k.readers.record import TrialRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("NAS20K_DATA_DIR") or ROOT.parent / "shared" / "data").resolve()

@@ -15,7 +15,7 @@ from conftest import DATA_DIR, SMALL, cli, load, nas20k, status
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-import nas20k.objective as objective_mod
+import nas20k.runner.objective as objective_mod
 from nas20k.cli import app
 
 COMMANDS = ["train", "search", "confirm", "best", "trials", "report", "dashboard"]
@@ -186,7 +186,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
 
 
 def test_a_bug_keeps_its_traceback_in_a_real_process(small_study):
-    code = ("import sys, nas20k.cli as c, nas20k.storage as s\n"
+    code = ("import sys, nas20k.cli as c, nas20k.runner.storage as s\n"
             "def boom(*a, **k): raise RuntimeError('boom: a bug, not bad input')\n"
             "s.load_study = boom\nsys.argv = ['nas20k', 'best']\nc.main()\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=small_study, capture_output=True, text=True, timeout=120,

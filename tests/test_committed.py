@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import DATA_DIR
 
-from nas20k.data import load_mnist
-from nas20k.factory import ArchSpec
+from nas20k.core.data import load_mnist
+from nas20k.core.factory import ArchSpec
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 

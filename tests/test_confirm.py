@@ -10,13 +10,13 @@ import pytest
 from conftest import SMALL, cli, load, start, status, training_now, wait_for
 from optuna.trial import TrialState
 
-from nas20k.confirm import SIGMA_FLOOR, SIGMA_PRIOR, next_run, pooled_sd
-from nas20k.factory import PRESETS, ArchSpec
-from nas20k.mission import Budget, Goal
-from nas20k.recipe import TrainConfig
-from nas20k.record import SeedRun, StudyMeta, TrialRecord, search_records
-from nas20k.results import CONFIRMED, ranked
-from nas20k.space import Candidate, warm_start
+from nas20k.base.mission import Budget, Goal
+from nas20k.core.factory import PRESETS, ArchSpec
+from nas20k.core.recipe import TrainConfig
+from nas20k.core.space import Candidate, warm_start
+from nas20k.readers.record import SeedRun, StudyMeta, TrialRecord, search_records
+from nas20k.readers.results import CONFIRMED, ranked
+from nas20k.runner.confirm import SIGMA_FLOOR, SIGMA_PRIOR, next_run, pooled_sd
 
 CONFIRM = "nas20k:confirm"
 ROOT = Path(__file__).resolve().parents[1]

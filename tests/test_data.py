@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from nas20k.data import (
+from nas20k.core.data import (
     MEAN,
     RAW_MD5,
     STD,
@@ -101,7 +101,7 @@ def test_augment_is_per_sample_and_keeps_the_background(mnist):
     ({"val_size": 60_000}, "--val-size must be between 1 and 59999"),
 ])
 def test_bad_sizes_are_user_errors(data_dir, kwargs, message):
-    from nas20k.errors import UserError
+    from nas20k.base.errors import UserError
 
     with pytest.raises(DataError, match=message) as e:
         load_mnist(data_dir, download=False, **kwargs)

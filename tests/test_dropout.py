@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from nas20k.dropout import CheapDropout, use_cheap_dropout
-from nas20k.factory import PRESETS
-from nas20k.runtime import Runtime
-from nas20k.train import TrainConfig, train
+from nas20k.core.dropout import CheapDropout, use_cheap_dropout
+from nas20k.core.factory import PRESETS
+from nas20k.core.runtime import Runtime
+from nas20k.core.train import TrainConfig, train
 
 
 @pytest.mark.parametrize("p", [0.01, 0.065, 0.15, 0.5])

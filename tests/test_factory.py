@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas20k.factory import HEADS, PRESETS, ArchSpec, SpecError, scaled, summary
+from nas20k.core.factory import HEADS, PRESETS, ArchSpec, SpecError, scaled, summary
 
 
 def count_params(model) -> int:  # noqa: ANN001

@@ -5,12 +5,12 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from fused_nets import build_fused, fuse_inputs, fuse_states, fused_loss, unfuse_state
 from torch import nn
 
-from nas20k.factory import ArchSpec
-from nas20k.fused import build_fused, fuse_inputs, fuse_states, fused_loss, unfuse_state
-from nas20k.recipe import TrainConfig
-from nas20k.train import _optimizer
+from nas20k.core.factory import ArchSpec
+from nas20k.core.recipe import TrainConfig
+from nas20k.core.train import _optimizer
 
 N, B = 3, 8
 SEEDS = (11, 22, 33)

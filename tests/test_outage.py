@@ -26,9 +26,9 @@ from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from nas20k.lost import MAX_RETRY, owner_name, recover_lost_trials
-from nas20k.outage import Outage, StorageUnavailable, gave_up, patient
-from nas20k.storage import open_storage, redact
+from nas20k.runner.lost import MAX_RETRY, owner_name, recover_lost_trials
+from nas20k.runner.outage import Outage, StorageUnavailable, gave_up, patient
+from nas20k.runner.storage import open_storage, redact
 
 # --- the retry, on a fake storage -------------------------------------------------------------------------------
 

@@ -8,11 +8,11 @@ import pytest
 from optuna.trial import TrialState
 from rich.console import Console
 
-from nas20k.factory import PRESETS
-from nas20k.progress import Plan, Reporter, estimate, eta_text, prior_epochs, running_text
-from nas20k.recipe import TrainConfig
-from nas20k.record import TrialRecord
-from nas20k.space import Candidate
+from nas20k.core.factory import PRESETS
+from nas20k.core.recipe import TrainConfig
+from nas20k.core.space import Candidate
+from nas20k.readers.progress import Plan, Reporter, estimate, eta_text, prior_epochs, running_text
+from nas20k.readers.record import TrialRecord
 
 CANDIDATE = Candidate(PRESETS["firekind-6174"], TrainConfig())
 

@@ -17,14 +17,14 @@ import plotly.graph_objects as go
 import pytest
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from nas20k import report
-from nas20k.factory import SpecError
-from nas20k.mission import TARGET_ACC, Budget, Goal
-from nas20k.recipe import TrainConfig, labels
-from nas20k.record import CONFIRM_SUFFIX, SCORE_EPOCHS, StudyMeta, records, search_records, write
-from nas20k.report import NO_TRAINED, candidate_frames, figures, summary, told, winner, write_report, zoom
-from nas20k.results import best_record, pareto_front, smallest_record
-from nas20k.space import Candidate, suggest
+from nas20k.base.mission import TARGET_ACC, Budget, Goal
+from nas20k.core.factory import SpecError
+from nas20k.core.recipe import TrainConfig, labels
+from nas20k.core.space import Candidate, suggest
+from nas20k.readers import report
+from nas20k.readers.record import CONFIRM_SUFFIX, SCORE_EPOCHS, StudyMeta, records, search_records, write
+from nas20k.readers.report import NO_TRAINED, candidate_frames, figures, summary, told, winner, write_report, zoom
+from nas20k.readers.results import best_record, pareto_front, smallest_record
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

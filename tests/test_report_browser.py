@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState, create_trial
 from test_report import _rejected, _study, synthetic_study
 
-from nas20k.report import write_report
+from nas20k.readers.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # After plotly drew: where the trials table's reason column ends, against the window's width (in the dumped title).

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas20k.data import Mnist, Split, load_mnist
-from nas20k.errors import UserError
-from nas20k.factory import PRESETS
-from nas20k.runtime import (
+from nas20k.base.errors import UserError
+from nas20k.core.data import Mnist, Split, load_mnist
+from nas20k.core.factory import PRESETS
+from nas20k.core.runtime import (
     DeviceError,
     Runtime,
     mps_running,
@@ -20,8 +20,8 @@ from nas20k.runtime import (
     pick_precision,
     resolve,
 )
-from nas20k.settings import SearchSettings, runtime_line, worker_groups
-from nas20k.train import TrainConfig, train
+from nas20k.core.train import TrainConfig, train
+from nas20k.runner.settings import SearchSettings, runtime_line, worker_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = PRESETS["small"]
@@ -204,10 +204,10 @@ def test_workers_share_a_process_only_on_a_gpu_without_mps(workers, gpus, mps, g
 
 
 def test_the_header_says_how_workers_share_processes(monkeypatch):
-    monkeypatch.setattr("nas20k.runtime.mps_running", lambda: False)
+    monkeypatch.setattr("nas20k.core.runtime.mps_running", lambda: False)
     monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
-    monkeypatch.setattr("nas20k.settings.device_name", lambda device: "NVIDIA H200")
-    monkeypatch.setattr("nas20k.settings.SearchSettings.runtime", lambda self, index=0: Runtime(device="cuda:0"))
+    monkeypatch.setattr("nas20k.runner.settings.device_name", lambda device: "NVIDIA H200")
+    monkeypatch.setattr("nas20k.runner.settings.SearchSettings.runtime", lambda self, index=0: Runtime(device="cuda:0"))
     settings = SearchSettings(jobs=8)
     settings.torch_device = torch.device("cuda")  # the cached resolution, as on a machine with a GPU
     assert settings.groups == [list(range(8))]
@@ -229,9 +229,9 @@ def test_runtime_line_reads_current_and_older_records():
 
 @pytest.mark.parametrize("mps, devices", [(False, ["cuda:0"] * 4 + ["cuda:1"] * 4), (True, ["cuda:0", "cuda:1"] * 4)])
 def test_a_process_and_its_worker_threads_train_on_one_gpu(monkeypatch, mps, devices):
-    monkeypatch.setattr("nas20k.runtime.mps_running", lambda: mps)
+    monkeypatch.setattr("nas20k.core.runtime.mps_running", lambda: mps)
     monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
-    monkeypatch.setattr("nas20k.settings.resolve", lambda device, precision, cuda_graphs: Runtime(device=device))
+    monkeypatch.setattr("nas20k.runner.settings.resolve", lambda device, precision, cuda_graphs: Runtime(device=device))
     settings = SearchSettings(jobs=8)
     settings.torch_device = torch.device("cuda")
     assert [settings.runtime(i).device for i in range(8)] == devices

@@ -19,23 +19,23 @@ from conftest import DATA_DIR, SMALL, cli, load, nas20k, restoring_signals, stat
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
-import nas20k.objective as objective_mod
-import nas20k.train as train_mod
-from nas20k.data import DataSplit, load_mnist
-from nas20k.errors import UserError
-from nas20k.factory import PRESETS, ArchSpec
-from nas20k.mission import Budget, Goal
-from nas20k.objective import Objective
-from nas20k.pruners import pruner_epochs
-from nas20k.recipe import TrainConfig
-from nas20k.record import StudyMeta, TrialRecord, records, search_records
-from nas20k.results import best_record
-from nas20k.settings import SearchSettings, runtime_line
-from nas20k.signals import raise_if_stopped
-from nas20k.space import Candidate, params_of, warm_start
-from nas20k.storage import open_storage
-from nas20k.study import WARM_PRUNE_FROM, _enqueue_retries, prepare, search_worker
-from nas20k.workers import _run_group, run_workers
+import nas20k.core.train as train_mod
+import nas20k.runner.objective as objective_mod
+from nas20k.base.errors import UserError
+from nas20k.base.mission import Budget, Goal
+from nas20k.core.data import DataSplit, load_mnist
+from nas20k.core.factory import PRESETS, ArchSpec
+from nas20k.core.recipe import TrainConfig
+from nas20k.core.space import Candidate, params_of, warm_start
+from nas20k.readers.record import StudyMeta, TrialRecord, records, search_records
+from nas20k.readers.results import best_record
+from nas20k.runner.objective import Objective
+from nas20k.runner.pruners import pruner_epochs
+from nas20k.runner.settings import SearchSettings, runtime_line
+from nas20k.runner.signals import raise_if_stopped
+from nas20k.runner.storage import open_storage
+from nas20k.runner.study import WARM_PRUNE_FROM, _enqueue_retries, prepare, search_worker
+from nas20k.runner.workers import _run_group, run_workers
 
 RECIPE = TrainConfig(epochs=1, batch_size=64, optimizer="adam", lr=0.01, nesterov=False, weight_decay=1e-5,
                      schedule="onecycle", label_smoothing=0.0, rotate=0.0, translate=0.0)

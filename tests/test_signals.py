@@ -19,10 +19,10 @@ from conftest import (
 )
 from optuna.trial import TrialState
 
-from nas20k.mission import Budget
-from nas20k.settings import SearchSettings
-from nas20k.signals import catch_signals
-from nas20k.study import prepare
+from nas20k.base.mission import Budget
+from nas20k.runner.settings import SearchSettings
+from nas20k.runner.signals import catch_signals
+from nas20k.runner.study import prepare
 
 pytestmark = pytest.mark.slow  # real processes and searches
 

@@ -8,9 +8,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas20k.factory import PRESETS, SpecError
-from nas20k.recipe import OPTIMIZERS
-from nas20k.space import (
+from nas20k.core.factory import PRESETS, SpecError
+from nas20k.core.recipe import OPTIMIZERS
+from nas20k.core.space import (
     DROPOUT_AT,
     SEARCHED_SCHEDULES,
     Candidate,

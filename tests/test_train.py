@@ -6,11 +6,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nas20k.export import save_program
-from nas20k.factory import PRESETS, ArchSpec
-from nas20k.graphs import _momentum, _tensor_update
-from nas20k.recipe import RecipeError, TrainConfig
-from nas20k.train import (
+from nas20k.core.factory import PRESETS, ArchSpec
+from nas20k.core.graphs import _momentum, _tensor_update
+from nas20k.core.recipe import RecipeError, TrainConfig
+from nas20k.core.train import (
     EpochStats,
     _loss,
     _optimizer,
@@ -20,6 +19,7 @@ from nas20k.train import (
     soft_targets,
     train,
 )
+from nas20k.readers.export import save_program
 
 TINY = PRESETS["small"]
 

@@ -8,9 +8,9 @@ import math
 
 import pandas as pd
 
-from nas20k.errors import UserError
-from nas20k.mission import Budget, Goal, checklist
-from nas20k.record import SCORE_EPOCHS, StudyMeta, TrialRecord
+from nas20k.base.errors import UserError
+from nas20k.base.mission import Budget, Goal, checklist
+from nas20k.readers.record import SCORE_EPOCHS, StudyMeta, TrialRecord
 
 CONFIRMED = 2  # seeds a candidate needs before its mean counts as confirmed (`best --smallest`, the checklist)
 COLUMNS = [

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas20k.factory import ArchSpec, Layer, plan
+from nas20k.core.factory import ArchSpec, Layer, plan
 
 
 class GroupedLinear(nn.Module):

@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from nas20k.data import Mnist, Split, augment, batches
-from nas20k.dropout import use_cheap_dropout
-from nas20k.factory import ArchSpec
-from nas20k.graphs import graphed_step
-from nas20k.recipe import RecipeError, TrainConfig
-from nas20k.runtime import Runtime
+from nas20k.core.data import Mnist, Split, augment, batches
+from nas20k.core.dropout import use_cheap_dropout
+from nas20k.core.factory import ArchSpec
+from nas20k.core.graphs import graphed_step
+from nas20k.core.recipe import RecipeError, TrainConfig
+from nas20k.core.runtime import Runtime
 
 # clean training images BatchNorm's statistics are recomputed on (more changed nothing: benchmarks/bn_recalibration.py)
 RECALIBRATE_IMAGES = 10_000

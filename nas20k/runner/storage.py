@@ -17,8 +17,8 @@ import sqlalchemy.exc
 from optuna.storages import RDBStorage
 from optuna.study import StudyDirection
 
-from nas20k.errors import UserError
-from nas20k.record import CONFIRM_SUFFIX
+from nas20k.base.errors import UserError
+from nas20k.readers.record import CONFIRM_SUFFIX
 
 STUDIES_DIR = Path("studies")
 SCHEMES = ("sqlite", "postgresql", "mysql")
@@ -74,8 +74,8 @@ def open_storage(url: str, heartbeat: int | None = None, patience: float | None 
         engine_kwargs = {"connect_args": {"timeout": 60, "isolation_level": None}}
     else:
         engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
-    from nas20k.lost import RequeueLostTrial  # both import this module for its names
-    from nas20k.outage import Outage, PatientStorage, StorageUnavailable
+    from nas20k.runner.lost import RequeueLostTrial  # both import this module for its names
+    from nas20k.runner.outage import Outage, PatientStorage, StorageUnavailable
 
     outage = Outage(redact(url), patience, label)
     opener = outage if wait_to_open else Outage(redact(url), None, label)

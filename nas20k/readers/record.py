@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field, fields
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas20k.data import DataSplit
-from nas20k.errors import UserError
-from nas20k.mission import Budget, Goal
-from nas20k.optuna_private import storage_of
-from nas20k.space import Candidate
+from nas20k.base.errors import UserError
+from nas20k.base.mission import Budget, Goal
+from nas20k.base.optuna_private import storage_of
+from nas20k.core.data import DataSplit
+from nas20k.core.space import Candidate
 
 STATUSES = ("complete", "pruned", "rejected", "diverged", "interrupted", "failed", "running", "waiting", "requeued")
 TRAINED = ("complete", "pruned", "diverged")  # the statuses that count against --trials

@@ -19,13 +19,13 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
-from nas20k.errors import UserError
-from nas20k.mission import TARGET_ACC
-from nas20k.recipe import labels
-from nas20k.record import TRAINED, StudyMeta, TrialRecord, search_records
-from nas20k.results import CONFIRMED, best_record, pareto_front, record_checklist, smallest_record, trials_frame
-from nas20k.space import LR_RANGE
-from nas20k.tables import pct
+from nas20k.base.errors import UserError
+from nas20k.base.mission import TARGET_ACC
+from nas20k.core.recipe import labels
+from nas20k.core.space import LR_RANGE
+from nas20k.readers.record import TRAINED, StudyMeta, TrialRecord, search_records
+from nas20k.readers.results import CONFIRMED, best_record, pareto_front, record_checklist, smallest_record, trials_frame
+from nas20k.readers.tables import pct
 
 MIN_IMPORTANCE_TRIALS = 10  # fewer trained trials say more about luck than about parameters
 TOP_TRIALS = 5  # importance is that of reaching the top max(10 %, 5 trials)

@@ -12,7 +12,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from nas20k.optuna_private import storage_of, trial_id
+from nas20k.base.optuna_private import storage_of, trial_id
 
 OWNER = "worker"  # the user attr naming the process that runs a trial, "host:pid" (owner_name)
 MAX_RETRY = 2  # a trial whose worker is gone is queued again at most this often (a candidate that kills its worker)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial
 from rich.console import Console
 
-from nas20k.record import TrialRecord, records
-from nas20k.tables import pct
+from nas20k.readers.record import TrialRecord, records
+from nas20k.readers.tables import pct
 
 MIN_FINISHED = 3  # sampled trials finished before their mean epochs replaces the prior
 LOG_EVERY = 300  # seconds between progress lines in a log (no terminal): the ETA's record over a run

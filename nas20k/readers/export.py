@@ -11,10 +11,10 @@ import pandas as pd
 import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
-from nas20k.data import IMAGE_SIZE, MEAN, STD
-from nas20k.factory import summary
-from nas20k.record import StudyMeta, TrialRecord
-from nas20k.results import ExportError, record_checklist
+from nas20k.core.data import IMAGE_SIZE, MEAN, STD
+from nas20k.core.factory import summary
+from nas20k.readers.record import StudyMeta, TrialRecord
+from nas20k.readers.results import ExportError, record_checklist
 
 
 def check_target(out: Path, study: str, storage: str, force: bool = False) -> None:

@@ -17,15 +17,15 @@ import optuna
 import torch
 from optuna.artifacts import upload_artifact
 
-from nas20k.data import Mnist
-from nas20k.factory import SpecError
-from nas20k.lost import owner_name
-from nas20k.mission import Budget, Goal
-from nas20k.record import SCORE_EPOCHS, prune_from, write
-from nas20k.runtime import Runtime, own_stream
-from nas20k.signals import raise_if_stopped, signal_name
-from nas20k.space import Candidate, suggest
-from nas20k.train import EpochStats, TrainResult, train
+from nas20k.base.mission import Budget, Goal
+from nas20k.core.data import Mnist
+from nas20k.core.factory import SpecError
+from nas20k.core.runtime import Runtime, own_stream
+from nas20k.core.space import Candidate, suggest
+from nas20k.core.train import EpochStats, TrainResult, train
+from nas20k.readers.record import SCORE_EPOCHS, prune_from, write
+from nas20k.runner.lost import owner_name
+from nas20k.runner.signals import raise_if_stopped, signal_name
 
 
 def run_candidate(trial: optuna.Trial, candidate: Candidate, data: Mnist, runtime: Runtime,

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nas20k.errors import UserError, known_fields
-from nas20k.mission import Facts
+from nas20k.base.errors import UserError, known_fields
+from nas20k.base.mission import Facts
 
 if TYPE_CHECKING:
     from torch import nn

@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 
 import optuna
 
-from nas20k.factory import PRESETS, ArchSpec, scaled
-from nas20k.recipe import OPTIMIZERS, TrainConfig
+from nas20k.core.factory import PRESETS, ArchSpec, scaled
+from nas20k.core.recipe import OPTIMIZERS, TrainConfig
 
 CONVS = (1, 3)  # 3x3 convs per block
 WIDTHS = {1: (4, 24), 2: (8, 32), 3: (8, 32)}  # per-conv width range by block, step 2: narrow where the image is large

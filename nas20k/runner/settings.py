@@ -14,15 +14,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nas20k.errors import UserError
-from nas20k.mission import Budget, Goal
-from nas20k.pruners import DEFAULT_PRUNER, PRUNERS
-from nas20k.runtime import Runtime, pick_device, resolve
+from nas20k.base.errors import UserError
+from nas20k.base.mission import Budget, Goal
+from nas20k.core.runtime import Runtime, pick_device, resolve
+from nas20k.runner.pruners import DEFAULT_PRUNER, PRUNERS
 
 if TYPE_CHECKING:  # torch, the data and the storage load when a run needs them: a bad flag is refused at once
     import torch
 
-    from nas20k.data import DataSplit
+    from nas20k.core.data import DataSplit
 
 GPU_WORKERS = 8  # per GPU: the host work of one trial (sampling, capture, evaluation) leaves it idle between steps
 
@@ -103,19 +103,19 @@ class SearchSettings:
 
     @property
     def storage_url(self) -> str:
-        from nas20k.storage import default_storage
+        from nas20k.runner.storage import default_storage
 
         return self.storage or default_storage(self.study_name)
 
     @property
     def artifacts_dir(self) -> Path:
-        from nas20k.storage import default_artifacts
+        from nas20k.runner.storage import default_artifacts
 
         return Path(self.artifacts) if self.artifacts else default_artifacts(self.storage_url, self.study_name)
 
     @property
     def data_split(self) -> DataSplit:
-        from nas20k.data import DataSplit
+        from nas20k.core.data import DataSplit
 
         return DataSplit(self.val_size, self.limit)
 
@@ -132,7 +132,7 @@ class SearchSettings:
         """The worker indices each process runs (as threads when more than one)."""
         import torch
 
-        from nas20k.runtime import mps_running
+        from nas20k.core.runtime import mps_running
 
         cuda = self.torch_device.type == "cuda"
         gpus = (1 if self.torch_device.index is not None else torch.cuda.device_count()) if cuda else 0
@@ -183,7 +183,7 @@ class SearchSettings:
         if self.storage_patience < 0:
             raise UserError(f"--storage-patience must be >= 0 seconds, got {self.storage_patience}")
         if self.limit is not None:
-            from nas20k.data import check_limit
+            from nas20k.core.data import check_limit
 
             check_limit(self.limit)
         if self.artifacts_dir.exists() and not self.artifacts_dir.is_dir():

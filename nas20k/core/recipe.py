@@ -12,8 +12,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from nas20k.errors import UserError, known_fields
-from nas20k.mission import MAX_EPOCHS
+from nas20k.base.errors import UserError, known_fields
+from nas20k.base.mission import MAX_EPOCHS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "step", "none")

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from nas20k.errors import UserError
+from nas20k.base.errors import UserError
 
 ENV_VAR = "NAS20K_DATA_DIR"
 MEAN, STD = 0.1307, 0.3081  # pixel mean/std of the 60k training images (inputs are (x/255 - MEAN) / STD)

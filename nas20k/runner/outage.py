@@ -17,9 +17,9 @@ from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from nas20k.errors import UserError
-from nas20k.lost import OWNER, mark_lost, owner_name
-from nas20k.optuna_private import CACHED_BACKEND_CALLS, trial_id
+from nas20k.base.errors import UserError
+from nas20k.base.optuna_private import CACHED_BACKEND_CALLS, trial_id
+from nas20k.runner.lost import OWNER, mark_lost, owner_name
 
 FIRST_DELAY, MAX_DELAY = 0.5, 4.0  # seconds between tries of a storage call during an outage, doubling
 

@@ -19,12 +19,12 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
-from nas20k.data import Mnist, load_mnist
-from nas20k.outage import gave_up, gave_up_message
-from nas20k.runtime import Runtime
-from nas20k.settings import SearchSettings
-from nas20k.signals import catch_signals, stop_threads
-from nas20k.storage import open_storage, redact
+from nas20k.core.data import Mnist, load_mnist
+from nas20k.core.runtime import Runtime
+from nas20k.runner.outage import gave_up, gave_up_message
+from nas20k.runner.settings import SearchSettings
+from nas20k.runner.signals import catch_signals, stop_threads
+from nas20k.runner.storage import open_storage, redact
 
 
 class BudgetError(RuntimeError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nas20k.errors import UserError
+from nas20k.base.errors import UserError
 
 TARGET_ACC = 0.994  # the mission's test-accuracy line
 GOALS = ("accuracy", "smallest")

@@ -27,11 +27,10 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
-from nas20k.data import check_files, default_data_dir
-from nas20k.lost import owner_name, recover_lost_trials
-from nas20k.mission import Budget, Goal
-from nas20k.objective import run_candidate
-from nas20k.record import (
+from nas20k.base.mission import Budget, Goal
+from nas20k.core.data import check_files, default_data_dir
+from nas20k.core.space import Candidate
+from nas20k.readers.record import (
     CONFIRM_SUFFIX,
     StudyMeta,
     TrialRecord,
@@ -39,12 +38,13 @@ from nas20k.record import (
     search_records,
     write,
 )
-from nas20k.results import ranked
-from nas20k.settings import SearchSettings
-from nas20k.signals import raise_if_stopped
-from nas20k.space import Candidate
-from nas20k.storage import load_study, open_storage, planning_lock
-from nas20k.workers import Worker
+from nas20k.readers.results import ranked
+from nas20k.runner.lost import owner_name, recover_lost_trials
+from nas20k.runner.objective import run_candidate
+from nas20k.runner.settings import SearchSettings
+from nas20k.runner.signals import raise_if_stopped
+from nas20k.runner.storage import load_study, open_storage, planning_lock
+from nas20k.runner.workers import Worker
 
 Z = 1.645  # one-sided 95 %: a challenger this many standard errors behind the leader is out
 SIGMA_PRIOR = 0.0008  # one run's val-score sd before the race has measured one (0.08 points, docs/results.md)

@@ -19,7 +19,9 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from nas20k.cli_options import (
+from nas20k.base.errors import UserError
+from nas20k.base.mission import GOALS, TARGET_ACC, Budget, Goal
+from nas20k.cli.options import (
     CONFIRM_OPTIONS,
     DATA_OPTIONS,
     DEVICE_OPTIONS,
@@ -29,18 +31,16 @@ from nas20k.cli_options import (
     add_options,
     recipe_options,
 )
-from nas20k.errors import UserError
-from nas20k.factory import PRESETS, ArchSpec, summary
-from nas20k.mission import GOALS, TARGET_ACC, Budget, Goal
-from nas20k.pruners import DEFAULT_PRUNER
-from nas20k.recipe import TrainConfig, load_recipe
-from nas20k.tables import pct, table
+from nas20k.core.factory import PRESETS, ArchSpec, summary
+from nas20k.core.recipe import TrainConfig, load_recipe
+from nas20k.readers.tables import pct, table
+from nas20k.runner.pruners import DEFAULT_PRUNER
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from nas20k.settings import SearchSettings
+    from nas20k.runner.settings import SearchSettings
 
 # Seeds a confirmed winner ends with, by goal: a smallest-goal winner is judged pass/fail against a target, where a
 # mean of 5 ranks designs closer to their held-out test means than 3 (benchmarks/val_selection.py, docs/results.md).
@@ -102,9 +102,9 @@ def train_cmd(
     run: dict | None = None,
 ) -> None:
     """Train one architecture (a preset or a spec file), then report its test accuracy."""
-    from nas20k.data import load_mnist
-    from nas20k.runtime import resolve
-    from nas20k.train import EpochStats, evaluate, train
+    from nas20k.core.data import load_mnist
+    from nas20k.core.runtime import resolve
+    from nas20k.core.train import EpochStats, evaluate, train
 
     if (preset is None) == (spec is None):
         raise UserError("give exactly one of --preset NAME or --spec FILE")
@@ -146,7 +146,7 @@ def _quiet_optuna() -> None:
 
 
 def _settings(run: dict, **more: Any) -> SearchSettings:
-    from nas20k.settings import SearchSettings
+    from nas20k.runner.settings import SearchSettings
 
     _quiet_optuna()
     paths = {k: str(run[k]) if run[k] else None for k in ("artifacts", "data_dir")}
@@ -161,7 +161,7 @@ def _running_on(settings: SearchSettings) -> None:
 
 def _run(settings: SearchSettings, task: Any, study: optuna.Study, reporter: Any) -> None:
     """Run the workers; a signal ends the command with the line that says how to continue."""
-    from nas20k.workers import BudgetError, WorkerError, run_workers
+    from nas20k.runner.workers import BudgetError, WorkerError, run_workers
 
     try:
         run_workers(settings, task, lambda: study.get_trials(deepcopy=False), reporter)
@@ -178,9 +178,9 @@ def _run(settings: SearchSettings, task: Any, study: optuna.Study, reporter: Any
 
 def _confirm(settings: SearchSettings, top: int, seeds: int, quiet: bool) -> None:
     """Race the top candidates over more seeds (confirm.py), then show them ranked by mean val score."""
-    from nas20k.confirm import confirm_worker, open_confirm_study, remaining
-    from nas20k.progress import Plan, Reporter
-    from nas20k.study import trained_count
+    from nas20k.readers.progress import Plan, Reporter
+    from nas20k.runner.confirm import confirm_worker, open_confirm_study, remaining
+    from nas20k.runner.study import trained_count
 
     study, confirm = open_confirm_study(settings)
     at_most = remaining(study, confirm, top, seeds)
@@ -206,8 +206,8 @@ def _note_winner(study: optuna.Study) -> None:
     """optuna-dashboard's best trial is the best single run, nas20k's the best mean over seeds: a note says which."""
     from optuna_dashboard import save_note
 
-    from nas20k.record import StudyMeta, search_records
-    from nas20k.results import best_record
+    from nas20k.readers.record import StudyMeta, search_records
+    from nas20k.readers.results import best_record
 
     r = best_record(search_records(study), StudyMeta.of(study), study.study_name)
     save_note(study, f"nas20k's winner (`nas20k best`): trial {r.number}, mean val score {r.mean_val():.2%} over "
@@ -247,9 +247,9 @@ def search(
     if confirm_top < 0 or confirm_seeds < 1:
         raise UserError("--confirm-top must be >= 0 and --confirm-seeds >= 1")
     settings.validate()  # the flags, before torch and the storage load
-    from nas20k.progress import Plan, Reporter, first_result_text
-    from nas20k.record import records
-    from nas20k.study import prepare, probe_seconds_per_epoch, search_worker, trained_count
+    from nas20k.readers.progress import Plan, Reporter, first_result_text
+    from nas20k.readers.record import records
+    from nas20k.runner.study import prepare, probe_seconds_per_epoch, search_worker, trained_count
 
     study, queued = prepare(settings)
     before = study.get_trials(deepcopy=False)
@@ -289,8 +289,8 @@ def confirm(
     run: dict | None = None,
 ) -> None:
     """Retrain the top candidates on more seeds, raced, so the winner is a mean, not one lucky run; resumable."""
-    from nas20k.data import DataSplit
-    from nas20k.record import StudyMeta
+    from nas20k.core.data import DataSplit
+    from nas20k.readers.record import StudyMeta
 
     study = _open(run["study_name"], run["storage"])
     meta = StudyMeta.of(study)
@@ -308,7 +308,7 @@ def confirm(
 # --- readers -----------------------------------------------------------------------------------------
 
 def _open(study_name: str, storage: str | None) -> optuna.Study:
-    from nas20k.storage import default_storage, load_study
+    from nas20k.runner.storage import default_storage, load_study
 
     _quiet_optuna()
     return load_study(storage or default_storage(study_name), study_name)
@@ -321,8 +321,8 @@ def _names(study_name: str, storage: str | None) -> str:
 
 def _show_ranked(study: optuna.Study, k: int) -> None:
     """The `k` best completed trials, in the ranking `best` uses."""
-    from nas20k.record import StudyMeta, search_records
-    from nas20k.results import ranked, trials_frame
+    from nas20k.readers.record import StudyMeta, search_records
+    from nas20k.readers.results import ranked, trials_frame
 
     meta = StudyMeta.of(study)
     top = ranked(search_records(study), meta.goal, meta.budget)[:k]
@@ -349,10 +349,10 @@ def best(
     where: dict | None = None,
 ) -> None:
     """Show the best trial (by mean val score over its seeds), its layer table and the checklist; optionally export it."""  # noqa: E501 - one line in `nas20k --help`
-    from nas20k.record import StudyMeta, search_records
-    from nas20k.results import best_record, record_checklist, smallest_record
-    from nas20k.settings import runtime_line
-    from nas20k.storage import default_artifacts, default_storage, redact
+    from nas20k.readers.record import StudyMeta, search_records
+    from nas20k.readers.results import best_record, record_checklist, smallest_record
+    from nas20k.runner.settings import runtime_line
+    from nas20k.runner.storage import default_artifacts, default_storage, redact
 
     name, url = where["study_name"], where["storage"] or default_storage(where["study_name"])
     if directory is not None and not export_model:
@@ -377,7 +377,7 @@ def best(
     for line, ok in record_checklist(r, meta):
         out.print(f"  {MARK[ok]} {line}")
     if export_model:
-        from nas20k.export import export
+        from nas20k.readers.export import export
 
         folder = directory or Path("studies") / f"{name.replace(':', '-')}-{'smallest' if smallest else 'best'}"
         files = export(name, redact(url), r, meta, artifacts or default_artifacts(url, name), folder, force)
@@ -399,8 +399,8 @@ def trials_cmd(
     where: dict | None = None,
 ) -> None:
     """List the study's trials: status, params, epochs, val scores over seeds, test, main hyper-parameters."""
-    from nas20k.record import search_records
-    from nas20k.results import trials_frame
+    from nas20k.readers.record import search_records
+    from nas20k.readers.results import trials_frame
 
     frame = trials_frame(search_records(_open(where["study_name"], where["storage"])))
     if sort not in frame.columns:
@@ -426,7 +426,7 @@ def report(
     """Write one HTML page: summary, best trial and recipe, history, accuracy vs params, curves, importances, trials."""
     if out_file.is_dir():
         raise UserError(f"--out must be a file, but {out_file} is a folder")
-    from nas20k.report import write_report
+    from nas20k.readers.report import write_report
 
     path = write_report(_open(where["study_name"], where["storage"]), out_file)
     out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in a browser")
@@ -444,8 +444,8 @@ def dashboard(
     from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import run_server
 
-    from nas20k.optuna_private import storage_of
-    from nas20k.storage import default_artifacts, default_storage
+    from nas20k.base.optuna_private import storage_of
+    from nas20k.runner.storage import default_artifacts, default_storage
 
     name, url = where["study_name"], where["storage"] or default_storage(where["study_name"])
     study = _open(name, where["storage"])

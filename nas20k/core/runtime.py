@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nas20k.errors import UserError
+from nas20k.base.errors import UserError
 
 if TYPE_CHECKING:
     import torch

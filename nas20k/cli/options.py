@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
-from nas20k.pruners import PRUNERS
-from nas20k.recipe import TrainConfig
-from nas20k.runtime import PRECISIONS
+from nas20k.core.recipe import TrainConfig
+from nas20k.core.runtime import PRECISIONS
+from nas20k.runner.pruners import PRUNERS
 
 Option = tuple[Any, Any]  # (annotation with its typer.Option, default)
 

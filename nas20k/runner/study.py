@@ -15,17 +15,17 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas20k.data import check_files, default_data_dir
-from nas20k.lost import OWNER, lose_trial, recover_lost_trials, sibling
-from nas20k.objective import Objective
-from nas20k.optuna_private import requeue_behind
-from nas20k.pruners import make_pruner, pruner_epochs
-from nas20k.record import StudyMeta, records
-from nas20k.settings import SearchSettings
-from nas20k.signals import raise_if_stopped
-from nas20k.space import params_of, warm_start
-from nas20k.storage import open_storage, planning_lock
-from nas20k.workers import BudgetError, Worker
+from nas20k.base.optuna_private import requeue_behind
+from nas20k.core.data import check_files, default_data_dir
+from nas20k.core.space import params_of, warm_start
+from nas20k.readers.record import StudyMeta, records
+from nas20k.runner.lost import OWNER, lose_trial, recover_lost_trials, sibling
+from nas20k.runner.objective import Objective
+from nas20k.runner.pruners import make_pruner, pruner_epochs
+from nas20k.runner.settings import SearchSettings
+from nas20k.runner.signals import raise_if_stopped
+from nas20k.runner.storage import open_storage, planning_lock
+from nas20k.runner.workers import BudgetError, Worker
 
 MAX_REJECTED_IN_A_ROW = 200  # then the budget is too small for the space: stop instead of sampling forever
 # A warm-start design after the first is judged from the last ASHA rung: at epoch 3 a OneCycle recipe is still
@@ -189,8 +189,8 @@ def probe_seconds_per_epoch(settings: SearchSettings, study: optuna.Study) -> fl
     two), so the first progress line can say when the first score arrives. None when nothing is queued."""
     import torch
 
-    from nas20k.data import load_mnist
-    from nas20k.train import train
+    from nas20k.core.data import load_mnist
+    from nas20k.core.train import train
 
     recs = records(study.get_trials(deepcopy=False))
     first = next((r for r in recs if r.status == "waiting"), None)

@@ -1,0 +1,1 @@
+"""The runner: opens Optuna studies, samples and trains trials in workers, races the top, survives faults."""
