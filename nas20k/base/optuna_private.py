@@ -1,4 +1,4 @@
-"""The private Optuna calls nas20k needs, in one place, each with why (checked against Optuna 5.0).
+"""The private Optuna calls nas20k needs, in one place, each with why (checked against Optuna 5.1.0).
 
 A leaf module: readers and runner both use it. If Optuna grows a public way, the call changes here only.
 """
@@ -28,7 +28,7 @@ def requeue_behind(study: optuna.Study, waiting: list[FrozenTrial]) -> None:
             continue
         storage.set_trial_user_attr(t._trial_id, "status", "requeued")
         if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-            study.enqueue_trial(t.system_attrs.get("fixed_params", {}),
+            study.enqueue_trial(queued_params(t),
                                 user_attrs={k: v for k, v in t.user_attrs.items() if k != "status"})
 
 
@@ -41,7 +41,37 @@ def trial_id(trial: FrozenTrial) -> int:
 # The private RDBStorage methods that Optuna's `_CachedStorage` (which `optuna.load_study` wraps every RDBStorage
 # in) calls on its backend instead of the public ones, and `_get_stale_trial_ids`, which `fail_stale_trials` calls:
 # `outage.PatientStorage` must retry these too, or a cached study's reads and trial creations would not ride out
-# an outage (checked against Optuna 5.0.0).
+# an outage (checked against Optuna 5.1.0).
 CACHED_BACKEND_CALLS = (
     "_create_new_trial", "_set_trial_param", "_get_trials", "_get_best_trial_id", "_get_stale_trial_ids",
 )
+
+
+def queued_params(t: FrozenTrial) -> dict:
+    """The parameters a queued trial was given (`enqueue_trial` keeps them in the system attr "fixed_params"; its
+    public `params` stay empty until it runs)."""
+    return t.system_attrs.get("fixed_params", {})
+
+
+def queue_retry(study: optuna.Study, t: FrozenTrial, user_attrs: dict) -> None:
+    """Queue a lost trial again with its parameters and Optuna's own retry marks (the system attrs
+    `RetryFailedTrialCallback.retried_trial_number` / `retry_history` read), as `enqueue_trial` would store them."""
+    system = {"fixed_params": {**queued_params(t), **t.params},
+              "failed_trial": t.system_attrs.get("failed_trial", t.number),
+              "retry_history": [*t.system_attrs.get("retry_history", []), t.number]}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, system_attrs=system, user_attrs=user_attrs))
+
+
+CREATE_TRIAL_ROW, STALE_TRIAL_IDS = "_create_new_trial", "_get_stale_trial_ids"
+
+
+def create_trial_row(base: type, storage: BaseStorage, study_id: int, template: FrozenTrial | None) -> FrozenTrial:
+    """`RDBStorage._create_new_trial`: what `create_new_trial` and `_CachedStorage` call, returning the whole new
+    trial (a popped queued trial comes back RUNNING), so `outage.patient` retries and claims it in one place."""
+    return getattr(base, CREATE_TRIAL_ROW)(storage, study_id, template)
+
+
+def stale_trial_ids(base: type, storage: BaseStorage, study_id: int) -> list[int]:
+    """`RDBStorage._get_stale_trial_ids`: the trials `fail_stale_trials` is about to fail; `outage.patient` marks
+    each with why before it does."""
+    return getattr(base, STALE_TRIAL_IDS)(storage, study_id)

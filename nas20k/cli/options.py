@@ -45,8 +45,10 @@ STUDY_OPTIONS: dict[str, Option] = {
     "study_name": (Annotated[str, typer.Option("--study-name",
                                                help="Name of the study inside the storage.")], "nas20k"),
     "storage": (Annotated[str | None, typer.Option(
-        show_default=False, help="Optuna storage URL: sqlite:///studies/x.db or postgresql://user:pw@host/db  "
-                                 "\\[default: sqlite:///studies/<study-name>.db]")], None),
+        envvar="NAS20K_STORAGE", show_default=False,
+        help="Optuna storage URL: sqlite:///studies/x.db or postgresql://user@host/db (the password from PGPASSWORD "
+             "or ~/.pgpass; one in the URL is never printed, but `ps` shows a command line: prefer NAS20K_STORAGE)  "
+             "\\[default: sqlite:///studies/<study-name>.db]")], None),
 }
 RUN_OPTIONS: dict[str, Option] = {
     **STUDY_OPTIONS,

@@ -12,7 +12,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from nas20k.base.optuna_private import storage_of, trial_id
+from nas20k.base.optuna_private import queue_retry, queued_params, storage_of, trial_id
 
 OWNER = "worker"  # the user attr naming the process that runs a trial, "host:pid" (owner_name)
 MAX_RETRY = 2  # a trial whose worker is gone is queued again at most this often (a candidate that kills its worker)
@@ -62,7 +62,7 @@ def sibling(owner: object) -> bool:
 
 def _retriable(t: FrozenTrial) -> bool:
     """Whether there is something to retrain: a sampled candidate, a queued one's parameters, a confirmation run."""
-    return "candidate" in t.user_attrs or bool(t.system_attrs.get("fixed_params")) or "confirms" in t.user_attrs
+    return "candidate" in t.user_attrs or bool(queued_params(t)) or "confirms" in t.user_attrs
 
 
 def _retries(trials: list[FrozenTrial], t: FrozenTrial) -> int:
@@ -96,11 +96,7 @@ def requeue(study: optuna.Study, t: FrozenTrial) -> None:
     (`RetryHeartbeatStaleTrialCallback.retried_trial_number`/`retry_history`)."""
     a = t.user_attrs
     kept = ("confirms", "seed", "candidate", "params") if "confirms" in a else ("warm_start", "prune_from")
-    params = {**t.system_attrs.get("fixed_params", {}), **t.params}
-    system = {"fixed_params": params, "failed_trial": t.system_attrs.get("failed_trial", t.number),
-              "retry_history": [*t.system_attrs.get("retry_history", []), t.number]}
-    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, system_attrs=system,
-                                              user_attrs={**{k: a[k] for k in kept if k in a}, "retry_of": t.number}))
+    queue_retry(study, t, {**{k: a[k] for k in kept if k in a}, "retry_of": t.number})
 
 
 def lose_trial(study: optuna.Study, t: FrozenTrial, why: str) -> bool:

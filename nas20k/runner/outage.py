@@ -18,7 +18,14 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from nas20k.base.errors import UserError
-from nas20k.base.optuna_private import CACHED_BACKEND_CALLS, trial_id
+from nas20k.base.optuna_private import (
+    CACHED_BACKEND_CALLS,
+    CREATE_TRIAL_ROW,
+    STALE_TRIAL_IDS,
+    create_trial_row,
+    stale_trial_ids,
+    trial_id,
+)
 from nas20k.runner.lost import OWNER, mark_lost, owner_name
 
 FIRST_DELAY, MAX_DELAY = 0.5, 4.0  # seconds between tries of a storage call during an outage, doubling
@@ -218,7 +225,7 @@ def patient(base: type) -> type:
                     return base.set_trial_state_values(self, trial_id, state, values)
                 except UpdateFinishedTrialError:
                     # A try whose commit went through but whose answer the outage lost: the retry finds the trial
-                    # finished (by us). Without this, Optuna 5.0.0's `_tell_with_warning` fails a trial it had told.
+                    # finished (by us). Without this, Optuna 5.1.0's `_tell_with_warning` fails a trial it had told.
                     if tries > 1 and state.is_finished() and base.get_trial(self, trial_id).state == state:
                         return True
                     raise
@@ -229,13 +236,7 @@ def patient(base: type) -> type:
             return done
 
         def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-            return trial_id(self._create_new_trial(study_id, template_trial))  # retried there, and claimed once
-
-        def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
-            trial = self.outage.call(base._create_new_trial, self, study_id, template_trial)
-            if trial.state == TrialState.RUNNING:  # `Study.ask` with nothing queued: a new trial, ours
-                self._claim(trial_id(trial))
-            return trial
+            return trial_id(create_row(self, study_id, template_trial))  # retried there, and claimed once
 
         def _claim(self, trial_id: int) -> None:
             """Name this process as the trial's owner at once (the objective writes it again after sampling):
@@ -261,24 +262,33 @@ def patient(base: type) -> type:
             # is made up by the next one, `heartbeat` seconds later.
             self.outage.try_once(base.record_heartbeat, self, trial_id)
 
-        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-            """Trials silent for longer than the grace period, as Optuna's `fail_stale_trials` will fail them; each
-            first marked with why, and whether it is retried (by RequeueLostTrial, after it is failed). Right after
-            an outage every trial is silent: none is stale until the live workers have beaten again."""
-            grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
-            if self.outage.unsettled(2 * grace):
-                return []
-            ids = self.outage.call(base._get_stale_trial_ids, self, study_id)
-            if ids:
-                trials = self.get_all_trials(study_id, deepcopy=False)
-                by_id = {trial_id(t): t for t in trials}
-                for i in ids:
-                    t = by_id[i]
-                    why = f"worker {t.user_attrs.get(OWNER, '?')} silent for more than {grace} s (no heartbeat)"
-                    with contextlib.suppress(UpdateFinishedTrialError):
-                        mark_lost(self, t, trials, why)
-            return ids
+    def create_row(self: Patient, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        trial = self.outage.call(create_trial_row, base, self, study_id, template_trial)
+        if trial.state == TrialState.RUNNING:  # `Study.ask` with nothing queued: a new trial, ours
+            self._claim(trial_id(trial))
+        return trial
 
+    def stale_ids(self: Patient, study_id: int) -> list[int]:
+        """Trials silent for longer than the grace period, as Optuna's `fail_stale_trials` will fail them; each
+        first marked with why, and whether it is retried (by RequeueLostTrial, after it is failed). Right after
+        an outage every trial is silent: none is stale until the live workers have beaten again."""
+        grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
+        if self.outage.unsettled(2 * grace):
+            return []
+        ids = self.outage.call(stale_trial_ids, base, self, study_id)
+        if ids:
+            trials = self.get_all_trials(study_id, deepcopy=False)
+            by_id = {trial_id(t): t for t in trials}
+            for i in ids:
+                t = by_id[i]
+                why = f"worker {t.user_attrs.get(OWNER, '?')} silent for more than {grace} s (no heartbeat)"
+                with contextlib.suppress(UpdateFinishedTrialError):
+                    mark_lost(self, t, trials, why)
+        return ids
+
+    # the two private RDBStorage calls it overrides (optuna_private says why)
+    setattr(Patient, CREATE_TRIAL_ROW, create_row)
+    setattr(Patient, STALE_TRIAL_IDS, stale_ids)
     for name in RETRIED:
         if name not in Patient.__dict__ and hasattr(base, name):
             setattr(Patient, name, _retrying(base, name))

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+import sqlalchemy.engine
 import sqlalchemy.event
 import sqlalchemy.exc
 from optuna.storages import RDBStorage
@@ -40,12 +41,12 @@ def default_artifacts(storage_url: str, study_name: str) -> Path:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    head, sep, tail = url.rpartition("@")
-    if not sep or "://" not in head:
-        return url
-    scheme, creds = head.split("://", 1)
-    return f"{scheme}://{creds.split(':', 1)[0]}:***@{tail}"
+    """The URL with its password as ***: the one form in which nas20k prints, logs or records a storage URL
+    (SQLAlchemy's own rendering; a URL it cannot parse keeps only its scheme)."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return url if "@" not in url else f"{url.split('://', 1)[0]}://***" if "://" in url else "***"
 
 
 def _scheme(url: str) -> str:
