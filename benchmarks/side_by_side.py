@@ -1,7 +1,7 @@
 """Runs of a few designs under two or more variants of how they train, on the same seeds, side by side: the shared
-machinery of benchmarks/precision_parity.py and benchmarks/ema.py. Runs go two at a time, one thread each (what a
-2-core search does), on the full split (55k train, 5k val); each prints one JSON row, then a table gives mean ± sd
-of the val score and of test accuracy (both means of the last 3 epochs) per design and variant."""
+machinery of benchmarks/precision_parity.py and benchmarks/small_recipes.py. Runs go two at a time, one thread each
+(what a 2-core search does), on the full split (55k train, 5k val); each prints one JSON row, then a table gives mean
+± sd of the val score and of test accuracy (both means of the last 3 epochs) per design and variant."""
 
 from __future__ import annotations
 

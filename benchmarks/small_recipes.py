@@ -11,8 +11,8 @@ With `--moves augmentation`, how much augmentation such a net wants (its recipe:
 both searched with nets of 5-20k params): rotation ± 5° and shift ± 1 px; shift ± 1 px alone; none; and the lighter
 one on the 3,792-param wider net. With `--moves none --val-size 10000`, the design as searched on 50,000 training
 images instead of 55,000 (what a validation split twice as large costs it; compare its test with the 5,000 run's).
-With `--moves lighter`, moves on that set's best row by val (wider, rotation ± 5°, shift ± 1 px): an EMA of the
-weights, zoom ± 10 %, label smoothing 0.1, and the step drop at 70 % of the epochs instead of 53 %. With
+With `--moves lighter`, moves on that set's best row by val (wider, rotation ± 5°, shift ± 1 px): zoom ± 10 %, label
+smoothing 0.1, and the step drop at 70 % of the epochs instead of 53 %. With
 `--moves schedule`, on that net: a rate that anneals to 0 (OneCycle, at the recipe's peak and at twice it) in place of
 the one step drop, batch 64, and both. With `--moves padding`, on that net: padding 1 in more blocks (the design pads
 block 2 only, so its last convs see 4x4 and 2x2 maps). Padding costs no parameters, only compute: each block padded
@@ -20,9 +20,8 @@ keeps its maps 4 pixels larger. With `--moves best --val-size 1`, the best row b
 shift ± 1 px) trained on all but one of the 60,000 training images: what retraining a chosen design on the whole
 training set gives its test (its val score, on one image, means nothing). With `--moves widths`, the same parameters
 spent elsewhere (3,722-3,776, some bias-free: a bias before BatchNorm is redundant): a wider first conv, a wider
-block 2, a wider last block, even widths. With `--moves distill`, on that net: Hinton's distillation from a teacher (the
-default search's exported winner, `--teacher`, 15,486 params, trained on the same split), at two weights and two
-temperatures. With `--moves activation`, on that net: SiLU and GELU in place of ReLU (no parameters either way). With
+block 2, a wider last block, even widths. With `--moves activation`, on that net:
+SiLU and GELU in place of ReLU (no parameters either way). With
 `--moves separable`, the same layout with depthwise-separable convs (spec field `separable`), 2-3x as wide in about
 the same parameters (3,680-3,712, bias-free): two blocks of two, and block 2 three convs deep. With
 `--moves separable-up`, the first of those (`nas20k-separable-3680`) with its widths 1.2x, 4,924 params: what the
@@ -31,10 +30,9 @@ search space's widths (at most 32 after block 1), 4,578 and 4,870 params.
 Prints one row per run, then mean ± sd of the val score and of test accuracy (both means of the last 3 epochs).
 Choose by val; test is reported, never read to choose.
 
-    python benchmarks/small_recipes.py [--moves recipe|augmentation|lighter|schedule|padding|widths|distill|
+    python benchmarks/small_recipes.py [--moves recipe|augmentation|lighter|schedule|padding|widths|
                                        activation|separable|separable-up[-in-space]|best|none]
                                        [--val-size 5000] [--seeds 5] [--jobs 2] [--data-dir ../shared/data]
-                                       [--teacher studies/best/model.pt2]
 """
 
 from __future__ import annotations
@@ -107,7 +105,7 @@ MOVES: dict[str, dict[str, Callable[[Candidate], Candidate]]] = {
                      "none": augmentation(0.0, 0.0), "wider, rotate 5, shift 1": wider_lighter},
     "none": {"as searched": same},
     "best": {"wider, rotate 5, shift 1": wider_lighter},
-    "lighter": on_wider_lighter({"EMA 0.999": recipe(ema=0.999), "zoom ± 10 %": recipe(scale=0.1),
+    "lighter": on_wider_lighter({"zoom ± 10 %": recipe(scale=0.1),
                                  "label smoothing 0.1": recipe(label_smoothing=0.1),
                                  "step drop at 70 %": recipe(drop_at=0.7)}),
     "schedule": on_wider_lighter({"OneCycle (anneals to 0)": recipe(schedule="onecycle"),
@@ -119,8 +117,6 @@ MOVES: dict[str, dict[str, Callable[[Candidate], Candidate]]] = {
         f"{layout(blocks)}{'' if bias else ', bias-free'}": spec(blocks=blocks, bias=bias)
         for blocks, bias in ((((6, 8), (8, 8), (12, 10)), True), (((4, 10), (10, 8), (10, 10)), False),
                              (((4, 8), (6, 6), (18, 10)), False), (((6, 6), (10, 10), (10, 10)), False))}),
-    "distill": on_wider_lighter({f"distill {weight}, temperature {t:g}": recipe(distill=weight, temperature=t)
-                                 for weight, t in ((0.5, 4.0), (0.5, 2.0), (0.9, 4.0))}),
     "activation": on_wider_lighter({name.upper(): spec(activation=name) for name in ("silu", "gelu")}),
     "separable": on_wider_lighter({
         f"separable {layout(blocks)}, bias-free": spec(blocks=blocks, bias=False, separable=True, dropout_after=after)
@@ -141,10 +137,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--teacher", default="studies/best/model.pt2", help="the teacher of --moves distill")
     args = parser.parse_args()
     base = warm_start(15, 0, 3800)["nas20k-5826-scaled"]
-    base = replace(base, train=replace(base.train, teacher=args.teacher if args.moves == "distill" else ""))
     runtime = resolve("cpu", "auto")
     variants = {name: (lambda c, m=m: (m(c), runtime)) for name, m in MOVES[args.moves].items()}
     compare({"nas20k-5826-scaled": base}, variants, args.seeds, args.jobs, str(args.data_dir or default_data_dir()),

@@ -1,6 +1,4 @@
 import copy
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,10 +14,8 @@ from nas20k.core.train import (
     _scheduler,
     evaluate,
     recalibrate_bn,
-    soft_targets,
     train,
 )
-from nas20k.readers.export import save_program
 
 TINY = PRESETS["small"]
 
@@ -174,16 +170,14 @@ class _Ops(TorchDispatchMode):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_graphed_step_body_never_syncs(mnist, optimizer):
-    """Nor with distillation's term (the soft targets are looked up by index on the device)."""
-    cfg = TrainConfig(batch_size=64, optimizer=optimizer, label_smoothing=0.1, distill=0.5, teacher="model.pt2")
+    cfg = TrainConfig(batch_size=64, optimizer=optimizer, label_smoothing=0.1)
     model = TINY.build()
     opt = _optimizer(model, cfg)
     update, _ = _tensor_update(opt, torch.tensor(0.05), torch.tensor(0.9))
     sums = torch.zeros(()), torch.zeros((), dtype=torch.long)
     gen = torch.Generator().manual_seed(0)
-    soft = torch.randn(len(mnist.train), 10).log_softmax(1)
     with _Ops() as ops:
-        _loss(model, cfg, mnist.train, torch.arange(64), gen, soft, *sums).backward()
+        _loss(model, cfg, mnist.train, torch.arange(64), gen, *sums).backward()
         update()
     assert "_local_scalar_dense" not in ops.seen and "convolution_backward" in ops.seen and "_foreach_sub_" in ops.seen
     p = torch.nn.Parameter(torch.ones(3))
@@ -200,65 +194,23 @@ def test_public_3762_counts_as_published():
 
 
 def test_new_recipe_fields_round_trip_and_old_recipes_load_unchanged():
-    """`ema`, `scale` and distillation travel through JSON; a recipe recorded before they existed loads with them off
-    (and, older still, without BatchNorm recalibration), so it retrains as it was trained."""
-    cfg = TrainConfig(ema=0.99, scale=0.1, distill=0.5, teacher="studies/best/model.pt2", temperature=2.0)
+    """`scale` travels through JSON; a recipe recorded before it existed loads with it off (and, older still,
+    without BatchNorm recalibration), so it retrains as it was trained."""
+    cfg = TrainConfig(scale=0.1)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
-    added = ("ema", "scale", "recalibrate_bn", "distill", "teacher", "temperature")
-    old = {k: v for k, v in TrainConfig().to_dict().items() if k not in added}
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("scale", "recalibrate_bn")}
     loaded = TrainConfig.from_dict(old)
-    assert (loaded.ema, loaded.scale, loaded.recalibrate_bn, loaded.distill) == (0.0, 0.0, False, 0.0)
-    for bad, message in ((dict(ema=1.0), "ema must be a decay"), (dict(distill=0.5), "distill needs a teacher"),
-                         (dict(distill=1.5, teacher="t.pt2"), "distill must be a weight"),
-                         (dict(temperature=0.0), "temperature must be")):
-        with pytest.raises(RecipeError, match=message):
-            TrainConfig(**bad).validate()
+    assert (loaded.scale, loaded.recalibrate_bn) == (0.0, False)
 
 
-@pytest.fixture(scope="module")
-def teacher(mnist, tmp_path_factory) -> Path:
-    """A model.pt2 export, as `nas20k best --export` writes it, of a net trained one epoch on `mnist`."""
-    model = train(TINY, TrainConfig(epochs=1, batch_size=64), mnist).model
-    path = tmp_path_factory.mktemp("teacher") / "model.pt2"
-    save_program(model, mnist.train.x[:2], path)
-    return path
-
-
-def test_soft_targets_are_the_teachers_softened_outputs(mnist, teacher):
-    cfg = TrainConfig(distill=0.5, teacher=str(teacher), temperature=3.0)
-    model = torch.export.load(teacher).module()
-    with torch.no_grad():
-        expected = (model(mnist.train.x) / 3.0).log_softmax(1)
-    torch.testing.assert_close(soft_targets(cfg, mnist.train.x, batch_size=300), expected)
-
-
-def test_full_distillation_learns_from_the_teacher_not_the_labels(mnist, teacher):
-    """With `distill` 1 the labels drop out of the loss: shuffled training labels train the same model. With 0.5
-    they count, and with 0 the teacher is never read."""
-    shuffled = copy.copy(mnist)
-    shuffled.train = replace(mnist.train, y=mnist.train.y[torch.randperm(len(mnist.train))])
-
-    def run(data, distill: float, teacher_path: str = str(teacher)) -> list[float]:
-        cfg = TrainConfig(epochs=1, batch_size=64, distill=distill, teacher=teacher_path)
-        return [h.train_loss for h in train(TINY, cfg, data).history]
-
-    half, plain = run(mnist, 0.5), run(mnist, 0.0)
-    assert run(mnist, 1.0) == run(shuffled, 1.0)
-    assert half != run(shuffled, 0.5)
-    assert half != plain
-    assert run(mnist, 0.0, "never/read.pt2") == plain
-    with pytest.raises(RecipeError, match="teacher not found"):
-        run(mnist, 0.5, "missing/model.pt2")
-
-
-def test_ema_weights_are_the_model_that_is_scored_and_handed_back(mnist):
-    """With `ema`, the returned model is the moving average (its weights differ from the last step's), and its
-    reported val accuracy is that model's."""
-    cfg = TrainConfig(epochs=1, batch_size=64, ema=0.9, recalibrate_bn=False)
-    plain = train(PRESETS["small"], TrainConfig(epochs=1, batch_size=64, recalibrate_bn=False), mnist)
-    averaged = train(PRESETS["small"], cfg, mnist)
-    assert [h.train_loss for h in averaged.history] == [h.train_loss for h in plain.history]  # the same training
-    pairs = zip(plain.model.state_dict().values(), averaged.model.state_dict().values(), strict=True)
-    weights = [(a, b) for a, b in pairs if a.is_floating_point()]
-    assert any(not torch.equal(a, b) for a, b in weights)
-    assert averaged.history[-1].val_acc == evaluate(averaged.model, mnist.val)
+def test_retired_recipe_fields_are_dropped_when_off_and_refused_when_on():
+    """EMA and distillation left the recipe (their benchmarks found them no better): recipes recorded with them
+    off, as every committed study's are, load as before; one that used them cannot be replayed, and says so. A
+    field nas20k never had is still a typo."""
+    recorded = {**TrainConfig(lr=0.02).to_dict(), "ema": 0.0, "distill": 0.0, "teacher": "", "temperature": 4.0}
+    assert TrainConfig.from_dict(recorded) == TrainConfig(lr=0.02)
+    for on, field in (({"ema": 0.999}, "ema=0.999"), ({"distill": 0.5, "teacher": "t.pt2"}, "distill=0.5")):
+        with pytest.raises(RecipeError, match=f"uses {field}.*retired"):
+            TrainConfig.from_dict({**recorded, **on})
+    with pytest.raises(RecipeError, match="unknown recipe field"):
+        TrainConfig.from_dict({**recorded, "emma": 0.0})

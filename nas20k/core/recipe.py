@@ -49,16 +49,6 @@ class TrainConfig:
     recalibrate_bn: bool = _f(True, "Before each evaluation, recompute BatchNorm's statistics on 10,000 clean training "
                                     "images with Dropout off (what test time sees).",
                               "BatchNorm statistics from clean images before each evaluation")
-    ema: float = _f(0.0, "Decay of an exponential moving average of the weights, updated every step; the average is "
-                         "what is evaluated, scored and exported (0: off).",
-                    "EMA of the weights: decay per step (0: off)")
-    distill: float = _f(0.0, "Weight of a teacher's soft targets in the loss, the rest on the labels (0: off).",
-                        "distillation: weight of the teacher's soft targets (0: off)")
-    teacher: str = _f("", "The teacher for --distill: a model.pt2 export (`nas20k best --export`), trained on the "
-                          "same training split. Its outputs on the clean training images are the soft targets.",
-                      "distillation: teacher (a model.pt2 export)")
-    temperature: float = _f(4.0, "Distillation temperature: the teacher's and the student's logits are divided by it "
-                                 "before the softmax.", "distillation: temperature")
     seed: int = _f(0, "Seed for init, batch order and augmentation.", "training seed")
 
     def validate(self) -> TrainConfig:
@@ -76,12 +66,7 @@ class TrainConfig:
              f"translate must be a finite number of pixels >= 0, got {self.translate}"),
             (0 < self.drop_at < 1, f"drop_at must be in (0, 1), got {self.drop_at}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (0 <= self.ema < 1, f"ema must be a decay in [0, 1) (0: off), got {self.ema}"),
             (0 <= self.scale < 1, f"scale must be a fraction in [0, 1), got {self.scale}"),
-            (0 <= self.distill <= 1, f"distill must be a weight in [0, 1] (0: off), got {self.distill}"),
-            (not self.distill or self.teacher, "distill needs a teacher: the path of a model.pt2 export"),
-            (math.isfinite(self.temperature) and self.temperature > 0,
-             f"temperature must be a finite number > 0, got {self.temperature}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -93,10 +78,26 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        d = known_fields(cls, d, "recipe", RecipeError)
+        d = known_fields(cls, _without_retired(d), "recipe", RecipeError)
         # A recipe recorded before `recalibrate_bn` existed was trained and scored without it: re-running it (a confirm
-        # seed of an older study, `nas20k train --recipe` of an older export) must do the same. `ema` defaults to off.
+        # seed of an older study, `nas20k train --recipe` of an older export) must do the same.
         return cls(**{"recalibrate_bn": False, **d})
+
+
+# Fields older recipes carry for features the benchmarks measured and retired (benchmarks/README.md#history): the
+# weights' moving average and distillation from a teacher. Off, they change nothing and are dropped on loading; on,
+# the recipe cannot be replayed as it was trained, so it is refused.
+RETIRED = {"ema": 0.0, "distill": 0.0, "teacher": "", "temperature": None}
+
+
+def _without_retired(d: object) -> object:
+    if not isinstance(d, dict):
+        return d
+    on = [f"{k}={d[k]!r}" for k, off in RETIRED.items() if k in d and off is not None and d[k] != off]
+    if on:
+        raise RecipeError(f"this recipe uses {', '.join(on)}, a feature nas20k retired (no better in its benchmarks); "
+                          "it cannot be replayed as it was trained")
+    return {k: v for k, v in d.items() if k not in RETIRED}
 
 
 def load_recipe(path: Path) -> TrainConfig:

@@ -6,17 +6,16 @@ which may raise to stop the run (that is how the search prunes).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from nas20k.core.data import Mnist, Split, augment, batches
 from nas20k.core.dropout import use_cheap_dropout
@@ -105,56 +104,30 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,
     return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
 
 
-def _progress(total: int, enabled: bool):  # noqa: ANN202 - a rich Progress or None
+@contextlib.contextmanager
+def _bar(description: str, total: int, enabled: bool) -> Iterator[Callable[[], None]]:
+    """A transient rich progress bar over one epoch's steps on a terminal (`nas20k train`); elsewhere a no-op."""
     if not (enabled and sys.stderr.isatty()):
-        return None
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)
 
 
 Step = Callable[[torch.Tensor], None]  # one training step on the batch of these train-set indices
 
 
-def soft_targets(cfg: TrainConfig, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """The teacher's log-probabilities at `cfg.temperature` on the clean training images `x`, computed once per run.
-
-    Why clean images, not each augmented batch: a teacher forward pass per step would cost more than the small
-    student's own step, and at the small rotations and shifts that small nets train with, the clean image's soft
-    target is the augmented one's too. The teacher is a torch.export program, as `nas20k best --export` writes it,
-    trained on the same training split (its val images are the student's)."""
-    if not Path(cfg.teacher).is_file():
-        raise RecipeError(f"teacher not found: {cfg.teacher}")
-    try:
-        teacher = torch.export.load(cfg.teacher).module().to(x.device)
-    except Exception as e:  # a file torch.export cannot read: not a model.pt2
-        raise RecipeError(f"teacher is not a model.pt2 export: {cfg.teacher} ({e.__class__.__name__})") from e
-    with torch.no_grad():  # not inference_mode: the targets enter the loss that backward runs through
-        logits = torch.cat([teacher(x[idx]) for idx in batches(len(x), batch_size)])
-    return (logits.float() / cfg.temperature).log_softmax(1)
-
-
 def _loss(forward: Callable[[torch.Tensor], torch.Tensor], cfg: TrainConfig, train: Split, idx: torch.Tensor,
-          gen: torch.Generator, soft: torch.Tensor | None, loss_sum: torch.Tensor,
-          correct: torch.Tensor) -> torch.Tensor:
+          gen: torch.Generator, loss_sum: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
     """The loss of batch `idx`, augmented; adds to the epoch's sums where they live (no host sync per step).
-    `forward` may run in lower precision (Runtime.autocast); the loss is taken in fp32. With `soft` (the teacher's
-    `soft_targets`), a `cfg.distill` share of it is Hinton's distillation term (KL at the temperature, times its
-    square so its gradients keep their scale)."""
+    `forward` may run in lower precision (Runtime.autocast); the loss is taken in fp32."""
     x, y = augment(train.x[idx], cfg.rotate, cfg.translate, gen, cfg.scale), train.y[idx]
     out = forward(x).float()
     loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
-    if soft is not None:
-        t = cfg.temperature
-        kd = F.kl_div((out / t).log_softmax(1), soft[idx], reduction="batchmean", log_target=True) * t * t
-        loss = (1 - cfg.distill) * loss + cfg.distill * kd
     loss_sum.add_(loss.detach())
     correct.add_((out.detach().argmax(1) == y).sum())
     return loss
@@ -172,6 +145,56 @@ def _eager_step(opt: torch.optim.Optimizer, loss: Callable[[torch.Tensor], torch
     return step
 
 
+@dataclass
+class _Sums:
+    """An epoch's loss and correct-prediction sums, kept where the data lives: read once, at the epoch's end."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+
+    @classmethod
+    def on(cls, device: torch.device) -> _Sums:
+        return cls(torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device))
+
+    def zero(self) -> None:
+        self.loss.zero_()
+        self.correct.zero_()
+
+
+def _build(spec: ArchSpec, runtime: Runtime, device: torch.device) -> nn.Module:
+    """The model on the data's device, in the runtime's memory layout and Dropout masks."""
+    layout = torch.channels_last if runtime.channels_last else torch.preserve_format
+    model = spec.build().to(device, memory_format=layout)
+    if runtime.cheap_dropout:
+        use_cheap_dropout(model)
+    return model
+
+
+def _training_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, train_split: Split,
+                   gen: torch.Generator, sums: _Sums, runtime: Runtime) -> Step:
+    """One step on a batch of indices: a replayed CUDA graph on a GPU with `runtime.cuda_graphs`, else eager."""
+    device = train_split.x.device
+    forward = _with_precision(torch.compile(model) if runtime.compile else model, runtime, device.type)
+
+    def loss(idx: torch.Tensor) -> torch.Tensor:
+        return _loss(forward, cfg, train_split, idx, gen, sums.loss, sums.correct)
+
+    if device.type == "cuda" and runtime.cuda_graphs:
+        return graphed_step(model, opt, loss, cfg.batch_size, gen)
+    return _eager_step(opt, loss)
+
+
+def _scores(model: nn.Module, cfg: TrainConfig, data: Mnist, validate: bool,
+            test: bool) -> tuple[float | None, float | None]:
+    """An epoch's val and test accuracy (None where not measured), after BatchNorm recalibration
+    (`cfg.recalibrate_bn`) when either is measured."""
+    batch = EVAL_BATCH_CPU if data.train.x.device.type == "cpu" else 5000  # on a GPU one or two launches per split
+    if cfg.recalibrate_bn and (validate or test):
+        recalibrate_bn(model, data.train.x[:RECALIBRATE_IMAGES], batch)
+    return (evaluate(model, data.val, batch) if validate else None,
+            evaluate(model, data.test, batch) if test else None)
+
+
 def train(
     spec: ArchSpec,
     cfg: TrainConfig,
@@ -185,79 +208,46 @@ def train(
 ) -> TrainResult:
     """Train for `cfg.epochs` (fewer if the loss goes NaN/inf: status "diverged"); the model ends in eval mode.
 
-    Data stays where `data` lives (load it onto `runtime`'s device). On a GPU with `runtime.cuda_graphs` each step
-    replays one captured CUDA graph (`graphs.graphed_step`), else it runs eagerly; either way the epoch's loss is
-    read back once, at its end. Only the training step follows `runtime.precision`; evaluation is fp32, so a run is
-    scored as its exported model computes. Validation runs after the epochs in `eval_epochs` (None: every epoch;
-    others get val_acc None: skipping one changes nothing else, as evaluating draws no random numbers), preceded by
-    BatchNorm recalibration with `cfg.recalibrate_bn`. `test_last` > 0 also measures test accuracy in the last
-    epochs, for the record (the score of a run is on validation only)."""
+    Data stays where `data` lives (load it onto `runtime`'s device). Only the training step follows
+    `runtime.precision`; evaluation is fp32, so a run is scored as its exported model computes. Validation runs
+    after the epochs in `eval_epochs` (None: every epoch; others get val_acc None: skipping one changes nothing
+    else, as evaluating draws no random numbers). `test_last` > 0 also measures test accuracy in the last epochs,
+    for the record (the score of a run is on validation only)."""
     cfg.validate()
-    device = data.train.x.device
-    steps_per_epoch = len(data.train) // cfg.batch_size
-    if steps_per_epoch == 0:
+    steps = len(data.train) // cfg.batch_size
+    if steps == 0:
         raise RecipeError(f"batch size {cfg.batch_size} is larger than the {len(data.train)} training images")
+    device = data.train.x.device
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    model = spec.build().to(device,
-                            memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
-    if runtime.cheap_dropout:
-        use_cheap_dropout(model)
-    forward = _with_precision(torch.compile(model) if runtime.compile else model, runtime, device.type)
+    model = _build(spec, runtime, device)
     opt = _optimizer(model, cfg)
-    sched = _scheduler(opt, cfg, steps_per_epoch)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-
-    soft = soft_targets(cfg, data.train.x) if cfg.distill else None
-
-    def loss(idx: torch.Tensor) -> torch.Tensor:
-        return _loss(forward, cfg, data.train, idx, gen, soft, loss_sum, correct)
-
-    graphed = device.type == "cuda" and runtime.cuda_graphs
-    step = graphed_step(model, opt, loss, cfg.batch_size, gen) if graphed else _eager_step(opt, loss)
-    # The weights' moving average, when the recipe asks for one, is the model that is evaluated, scored and handed
-    # back; its BatchNorm buffers are averaged too (and recalibrated before evaluation with `recalibrate_bn`).
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
-    scored = ema.module if ema else model
-    eval_batch = EVAL_BATCH_CPU if device.type == "cpu" else 5000  # on a GPU one or two launches per split
+    sched = _scheduler(opt, cfg, steps)
+    sums = _Sums.on(device)
+    step = _training_step(model, opt, cfg, data.train, gen, sums, runtime)
     result = TrainResult(model=model, status="complete")
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        loss_sum.zero_()
-        correct.zero_()
-        bar = _progress(steps_per_epoch, progress)
-        task = bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=steps_per_epoch) if bar else None
-        if bar:
-            bar.start()
-        for idx in batches(len(data.train), cfg.batch_size, gen):
-            step(idx)
-            sched.step()
-            if ema:
-                ema.update_parameters(model)
-            if bar:
-                bar.advance(task)
-        if bar:
-            bar.stop()
-        n = steps_per_epoch * cfg.batch_size
-        train_loss = loss_sum.item() / steps_per_epoch  # the one sync of the epoch's steps
+        sums.zero()
+        with _bar(f"epoch {epoch}/{cfg.epochs}", steps, progress) as advance:
+            for idx in batches(len(data.train), cfg.batch_size, gen):
+                step(idx)
+                sched.step()
+                advance()
+        train_loss = sums.loss.item() / steps  # the one sync of the epoch's steps
         if not math.isfinite(train_loss):
             result.status = "diverged"
             break
-        tested = epoch > cfg.epochs - test_last
-        if cfg.recalibrate_bn and (tested or eval_epochs is None or epoch in eval_epochs):
-            recalibrate_bn(scored, data.train.x[:RECALIBRATE_IMAGES], eval_batch)
-        val_acc = evaluate(scored, data.val, eval_batch) if eval_epochs is None or epoch in eval_epochs else None
-        test_acc = evaluate(scored, data.test, eval_batch) if tested else None
-        stats = EpochStats(epoch, train_loss, correct.item() / n, val_acc, time.perf_counter() - t0,
-                           opt.param_groups[0]["lr"], test_acc)
+        val_acc, test_acc = _scores(model, cfg, data, eval_epochs is None or epoch in eval_epochs,
+                                    epoch > cfg.epochs - test_last)
+        stats = EpochStats(epoch, train_loss, sums.correct.item() / (steps * cfg.batch_size), val_acc,
+                           time.perf_counter() - t0, opt.param_groups[0]["lr"], test_acc)
         result.history.append(stats)
         if on_epoch:
             on_epoch(stats)
     model.zero_grad(set_to_none=True)  # with graphs they live in the graph's memory pool; not needed after training
-    # plain fp32 weights, whatever the run's layout
-    result.model = scored.to(memory_format=torch.contiguous_format).eval()
+    result.model = model.to(memory_format=torch.contiguous_format).eval()  # plain fp32 weights, whatever the layout
     return result
 
 
