@@ -203,18 +203,36 @@ def test_workers_share_a_process_only_on_a_gpu_without_mps(workers, gpus, mps, g
     assert worker_groups(workers, gpus, mps) == groups
 
 
-def test_the_header_says_how_workers_share_processes(monkeypatch):
-    monkeypatch.setattr("nas20k.core.runtime.mps_running", lambda: False)
-    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+def _on_gpus(monkeypatch: pytest.MonkeyPatch, gpus: int, mps: bool) -> None:
+    """A machine with `gpus` GPUs, as `SearchSettings.execution` sees it."""
+    monkeypatch.setattr("nas20k.core.runtime.mps_running", lambda: mps)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: gpus)
+    monkeypatch.setattr("nas20k.runner.settings.pick_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr("nas20k.runner.settings.device_name", lambda device: "NVIDIA H200")
-    monkeypatch.setattr("nas20k.runner.settings.SearchSettings.runtime", lambda self, index=0: Runtime(device="cuda:0"))
-    settings = SearchSettings(jobs=8)
-    settings.torch_device = torch.device("cuda")  # the cached resolution, as on a machine with a GPU
-    assert settings.groups == [list(range(8))]
-    assert "8 workers in 1 process (one CUDA stream each)" in settings.header()
-    assert settings.describe()["processes"] == 1
-    cpu = SearchSettings(jobs=2, device="cpu")
+    monkeypatch.setattr("nas20k.runner.settings.resolve", lambda device, precision, cuda_graphs: Runtime(device=device))
+
+
+def test_the_header_says_how_workers_share_processes(monkeypatch):
+    cpu = SearchSettings(jobs=2, device="cpu").execution
     assert cpu.groups == [[0], [1]] and "process" not in cpu.header()
+    _on_gpus(monkeypatch, 1, mps=False)
+    gpu = SearchSettings(jobs=8).execution
+    assert gpu.groups == [list(range(8))]
+    assert "8 workers in 1 process (one CUDA stream each)" in gpu.header()
+    assert gpu.describe()["processes"] == 1
+
+
+def test_the_runtime_is_resolved_once_per_command(monkeypatch):
+    """Validation, the header, the study's record and every worker read one resolution, which a worker process
+    receives with the settings (pickled) instead of resolving again."""
+    import pickle
+
+    calls = []
+    monkeypatch.setattr("nas20k.runner.settings.resolve", lambda *a, **k: calls.append(a) or Runtime())
+    settings = SearchSettings(jobs=2, device="cpu").validate()
+    settings.execution.header(), settings.execution.describe(), settings.execution.runtime_of(1)
+    assert pickle.loads(pickle.dumps(settings)).execution == settings.execution
+    assert len(calls) == 1
 
 
 def test_runtime_line_reads_current_and_older_records():
@@ -229,9 +247,6 @@ def test_runtime_line_reads_current_and_older_records():
 
 @pytest.mark.parametrize("mps, devices", [(False, ["cuda:0"] * 4 + ["cuda:1"] * 4), (True, ["cuda:0", "cuda:1"] * 4)])
 def test_a_process_and_its_worker_threads_train_on_one_gpu(monkeypatch, mps, devices):
-    monkeypatch.setattr("nas20k.core.runtime.mps_running", lambda: mps)
-    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
-    monkeypatch.setattr("nas20k.runner.settings.resolve", lambda device, precision, cuda_graphs: Runtime(device=device))
-    settings = SearchSettings(jobs=8)
-    settings.torch_device = torch.device("cuda")
-    assert [settings.runtime(i).device for i in range(8)] == devices
+    _on_gpus(monkeypatch, 2, mps)
+    execution = SearchSettings(jobs=8).execution
+    assert [execution.runtime_of(i).device for i in range(8)] == devices

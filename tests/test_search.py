@@ -487,7 +487,7 @@ def threaded(tmp_path, trials: int, epochs: int, limit: int) -> SearchSettings:
 
 def test_two_workers_train_as_threads_of_one_process(tmp_path):
     s = threaded(tmp_path, trials=4, epochs=1, limit=1500)
-    assert s.groups == [[0, 1]] and "2 workers x 1 thread in 1 process" in s.header()
+    assert s.execution.groups == [[0, 1]] and "2 workers x 1 thread in 1 process" in s.execution.header()
     study, _ = prepare(s)
     run_workers(s, search_worker, lambda: study.get_trials(deepcopy=False))
     recs = [r for r in records(study.get_trials()) if r.trained]

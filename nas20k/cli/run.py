@@ -40,7 +40,7 @@ def _settings(run: dict, **more: Any) -> SearchSettings:
 
 def _running_on(settings: SearchSettings) -> None:
     """How the run executes: device, precision, workers and how they share processes."""
-    out.print(f"running on {settings.header()}")
+    out.print(f"running on {settings.execution.header()}")
 
 
 def _run(settings: SearchSettings, task: Any, study: optuna.Study, reporter: Any) -> None:
@@ -74,7 +74,7 @@ def _confirm(settings: SearchSettings, top: int, seeds: int, quiet: bool) -> Non
     out.print(f"confirming the top {top} on up to {seeds} seeds each, raced: at most {at_most} run(s), and a new "
               f"leader's seeds if the leader falls")
     before = confirm.get_trials(deepcopy=False)
-    plan = Plan(trained_count(before) + at_most, settings.workers, settings.budget.max_epochs, pruned=False)
+    plan = Plan(trained_count(before) + at_most, settings.execution.workers, settings.budget.max_epochs, pruned=False)
 
     def replan(trials: list[FrozenTrial]) -> Plan:  # what the race has trained, and what the current top still needs
         return replace(plan, target=trained_count(trials) + remaining(study, confirm, top, seeds))
@@ -154,7 +154,7 @@ def search(
         if not run["quiet"] and (speed := probe_seconds_per_epoch(settings, study)):
             out.print(first_result_text(records(study.get_trials(deepcopy=False)), max_epochs, speed))
         confirm_runs = confirm_top * (confirm_seeds - 1)
-        plan = Plan(target=trials, workers=settings.workers, max_epochs=max_epochs, confirm_runs=confirm_runs)
+        plan = Plan(target=trials, workers=settings.execution.workers, max_epochs=max_epochs, confirm_runs=confirm_runs)
         _run(settings, search_worker, study, Reporter(out, plan, before, run["quiet"]))
     if confirm_top:
         _confirm(settings, confirm_top, confirm_seeds, run["quiet"])

@@ -1,7 +1,7 @@
 """What a search or confirm run executes with, resolved once: device, precision, workers and threads per worker.
 
-`SearchSettings` holds the flags; `resolved()` turns `auto` into this machine's choice so every worker, header
-line and study attribute reads the same answer.
+`SearchSettings` holds the flags; its `execution` turns `auto` into this machine's choice, once, so every worker,
+header line and study attribute reads the same answer.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,6 +78,38 @@ def device_name(device: torch.device) -> str:
         return platform.processor() or platform.machine()
 
 
+@dataclass(frozen=True)
+class Execution:
+    """How a search or confirm run executes: resolved once per command (`SearchSettings.execution`)."""
+
+    runtime: Runtime  # worker 0's; with --device cuda (no index) the others differ only in their GPU
+    workers: int
+    groups: list[list[int]]  # the worker indices each process runs (as threads when more than one)
+    threads: int | None  # torch threads per worker on the CPU (the cores shared out); None on a GPU
+    gpus: int  # GPUs the processes are dealt out over (--device cuda); 0: every worker on `runtime.device`
+    device_name: str
+    torch: str
+
+    def runtime_of(self, index: int) -> Runtime:
+        """Worker `index`'s runtime: the threads of one process share its GPU."""
+        if not self.gpus:
+            return self.runtime
+        group = next(g for g, members in enumerate(self.groups) if index in members)
+        return replace(self.runtime, device=f"cuda:{group % self.gpus}")
+
+    def describe(self) -> dict:
+        """As the study records it (`StudyMeta.runtime`) and `runtime_line` reads it."""
+        rt, kind = self.runtime, self.runtime.device.split(":")[0]
+        return {"device": kind, "device_name": self.device_name, "precision": rt.precision,
+                "channels_last": rt.channels_last, "cheap_dropout": rt.cheap_dropout,
+                "cuda_graphs": rt.cuda_graphs and kind == "cuda", "workers": self.workers,
+                "processes": len(self.groups), "threads": self.threads, "torch": self.torch}
+
+    def header(self) -> str:
+        """`describe()` in one line, for the first lines of search and confirm."""
+        return runtime_line(self.describe())
+
+
 @dataclass
 class SearchSettings:
     study_name: str = "nas20k"
@@ -120,54 +152,26 @@ class SearchSettings:
         return DataSplit(self.val_size, self.limit)
 
     @cached_property
-    def torch_device(self) -> torch.device:
-        return pick_device(self.device)
-
-    @property
-    def workers(self) -> int:
-        return self.jobs or default_jobs(self.torch_device)
-
-    @cached_property
-    def groups(self) -> list[list[int]]:
-        """The worker indices each process runs (as threads when more than one)."""
+    def execution(self) -> Execution:
+        """`auto` decided for this machine, once: the header, the study's record, the data loading and every
+        worker read this answer (it travels to worker processes with the settings, already resolved)."""
         import torch
 
         from nas20k.core.runtime import mps_running
 
-        cuda = self.torch_device.type == "cuda"
-        gpus = (1 if self.torch_device.index is not None else torch.cuda.device_count()) if cuda else 0
-        return worker_groups(self.workers, gpus, cuda and mps_running(), self.trials_per_process)
-
-    @property
-    def threads(self) -> int | None:
-        """torch threads per worker on the CPU (the cores shared out); None on a GPU (torch's default)."""
-        return max(1, cpu_count() // self.workers) if self.torch_device.type == "cpu" else None
-
-    def runtime(self, index: int = 0) -> Runtime:
-        """Worker `index`'s runtime: `auto` resolved, and the GPUs dealt out by process when --device cuda names
-        none (the threads of one process share its GPU)."""
-        import torch
-
-        device = self.torch_device
-        if device.type == "cuda" and device.index is None:
-            group = next(g for g, members in enumerate(self.groups) if index in members)
-            device = torch.device("cuda", group % torch.cuda.device_count())
-        return resolve(str(device), self.precision, cuda_graphs=self.cuda_graphs)
-
-    def describe(self) -> dict:
-        """How this run executes, as the study records it (`StudyMeta.runtime`) and the header shows it."""
-        import torch
-
-        rt = self.runtime()
-        return {"device": self.torch_device.type, "device_name": device_name(self.torch_device),
-                "precision": rt.precision, "channels_last": rt.channels_last, "cheap_dropout": rt.cheap_dropout,
-                "cuda_graphs": rt.cuda_graphs and self.torch_device.type == "cuda",
-                "workers": self.workers, "processes": len(self.groups), "threads": self.threads,
-                "torch": torch.__version__}
-
-    def header(self) -> str:
-        """`describe()` in one line, for the first lines of search and confirm."""
-        return runtime_line(self.describe())
+        device = pick_device(self.device)
+        workers = self.jobs or default_jobs(device)
+        cuda = device.type == "cuda"
+        gpus = (1 if device.index is not None else torch.cuda.device_count()) if cuda else 0
+        return Execution(
+            runtime=resolve(str(device), self.precision, cuda_graphs=self.cuda_graphs),
+            workers=workers,
+            groups=worker_groups(workers, gpus, cuda and mps_running(), self.trials_per_process),
+            threads=max(1, cpu_count() // workers) if device.type == "cpu" else None,
+            gpus=gpus if cuda and device.index is None else 0,
+            device_name=device_name(device),
+            torch=torch.__version__,
+        )
 
     def validate(self) -> SearchSettings:
         if self.trials < 1:
@@ -188,7 +192,7 @@ class SearchSettings:
             check_limit(self.limit)
         if self.artifacts_dir.exists() and not self.artifacts_dir.is_dir():
             raise UserError(f"--artifacts must be a folder, but {self.artifacts_dir} is a file")
-        self.runtime()
+        self.execution  # noqa: B018 - a --device or --precision that names nothing usable is refused here
         self.budget.validate()
         self.goal.validate()
         return self

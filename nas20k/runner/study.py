@@ -106,7 +106,7 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
         meta = StudyMeta.of(study)
         meta.budget, meta.goal, meta.data = settings.budget, settings.goal, split
         meta.trials_target = max(settings.trials, meta.trials_target)
-        if (run := settings.describe()) not in meta.runtime:
+        if (run := settings.execution.describe()) not in meta.runtime:
             meta.runtime = [*meta.runtime, run]
         queued = {"warm_start": _enqueue_warm_start(study, settings, meta), "retries": _enqueue_retries(study)}
         meta.save(study)
@@ -203,9 +203,9 @@ def probe_seconds_per_epoch(settings: SearchSettings, study: optuna.Study) -> fl
         return None
     cfg = replace(candidate.train, epochs=1, recalibrate_bn=False)
     threads = torch.get_num_threads()
-    torch.set_num_threads(settings.threads or threads)
+    torch.set_num_threads(settings.execution.threads or threads)
     try:
-        runtime = settings.runtime()
+        runtime = settings.execution.runtime
         data = load_mnist(settings.data_dir, val_size=100, limit=cfg.batch_size * PROBE_BATCHES,
                           device=runtime.device, download=False)
         seconds = train(candidate.spec, cfg, data, runtime=runtime, eval_epochs=()).history[0].seconds

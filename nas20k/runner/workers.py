@@ -1,6 +1,7 @@
-"""Running a search's or a confirmation's workers: each process runs its group of workers (`settings.groups`), one
-thread per worker when it has several; one group runs in this process, more as spawned processes. All share the
-study through its storage; progress is polled every second; Ctrl-C and SIGTERM stop them all."""
+"""Running a search's or a confirmation's workers: each process runs its group of workers
+(`settings.execution.groups`), one thread per worker when it has several; one group runs in this process, more as
+spawned processes. All share the study through its storage; progress is polled every second; Ctrl-C and SIGTERM stop
+them all."""
 
 from __future__ import annotations
 
@@ -58,10 +59,10 @@ def _load(settings: SearchSettings, runtime: Runtime) -> Mnist:
 
 def _start_worker(settings: SearchSettings, index: int, data: Mnist | None = None) -> Worker:
     """Worker `index`, with the data its process already loaded onto the device (threads share it, read-only)."""
-    runtime = settings.runtime(index)
+    runtime = settings.execution.runtime_of(index)
     data = data if data is not None else _load(settings, runtime)
     store = FileSystemArtifactStore(str(settings.artifacts_dir))
-    label = f"worker {index}: " if settings.workers > 1 else ""
+    label = f"worker {index}: " if settings.execution.workers > 1 else ""
     storage = open_storage(settings.storage_url, settings.heartbeat, patience=settings.storage_patience, label=label)
     return Worker(index, settings, runtime, data, store, storage)
 
@@ -74,12 +75,12 @@ def _run_group(task: Task, settings: SearchSettings, group: list[int]) -> None:
     main thread only: it tells the threads (`stop_threads`), waits for them to record their trials, and raises."""
     catch_signals()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    if settings.workers > 1 and settings.threads:
-        torch.set_num_threads(settings.threads)
+    if settings.execution.workers > 1 and settings.execution.threads:
+        torch.set_num_threads(settings.execution.threads)
     if len(group) == 1:
         task(_start_worker(settings, group[0]))
         return
-    data, errors = _load(settings, settings.runtime(group[0])), []
+    data, errors = _load(settings, settings.execution.runtime_of(group[0])), []
     # Waited on as events, not Thread.join: a signal that interrupts join(timeout) makes CPython 3.11 mark the live
     # thread as stopped (the bpo-45274 fix releases the lock the thread itself holds), so a later join() returned at
     # once and its trial was left running (seen in test_a_signal_stops_every_worker_thread... under load).
@@ -124,7 +125,7 @@ def _process(task: Task, settings: SearchSettings, group: list[int]) -> None:
 
 def run_workers(settings: SearchSettings, task: Task, trials: Callable[[], list[FrozenTrial]],
                 on_progress: Callable[[list[FrozenTrial]], None] | None = None) -> None:
-    """Run `settings.workers` workers on `task`, calling `on_progress` with `trials()` every second."""
+    """Run `settings.execution.workers` workers on `task`, calling `on_progress` with `trials()` every second."""
     done = threading.Event()
 
     def watch() -> None:
@@ -138,9 +139,9 @@ def run_workers(settings: SearchSettings, task: Task, trials: Callable[[], list[
     if watcher:
         watcher.start()
     try:
-        if len(settings.groups) == 1:
+        if len(settings.execution.groups) == 1:
             try:
-                _run_group(task, settings, settings.groups[0])
+                _run_group(task, settings, settings.execution.groups[0])
             except Exception as e:
                 if gave_up(e):
                     where = redact(settings.storage_url)
@@ -158,7 +159,7 @@ def run_workers(settings: SearchSettings, task: Task, trials: Callable[[], list[
 def _run_processes(settings: SearchSettings, task: Task) -> None:
     catch_signals()
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_process, args=(task, settings, g), daemon=False) for g in settings.groups]
+    procs = [ctx.Process(target=_process, args=(task, settings, g), daemon=False) for g in settings.execution.groups]
     for p in procs:
         p.start()
     try:
@@ -177,7 +178,7 @@ def _run_processes(settings: SearchSettings, task: Task) -> None:
     if any(p.exitcode == STORAGE_EXIT for p in procs):
         raise WorkerError(gave_up_message(redact(settings.storage_url), settings.storage_patience))
     failed = [f"worker {', '.join(map(str, g))} exited with code {p.exitcode}"
-              for g, p in zip(settings.groups, procs, strict=True) if p.exitcode not in (0, None)]
+              for g, p in zip(settings.execution.groups, procs, strict=True) if p.exitcode not in (0, None)]
     if failed:
         raise WorkerError("; ".join(failed) + " (its trial is failed and retried; rerun the command to continue)")
 
