@@ -332,3 +332,25 @@ def test_summary_table():
     assert f"Forward MACs per image: {PRESETS['seed'].macs():,}" in text
     text = summary(PRESETS["firekind-6174"])
     assert "[-1, 8, 28, 28]" in text and "Total params: 6,174" in text and "Linear" not in text
+
+
+def test_the_checklist_reads_the_head_off_the_built_model():
+    """Each head the factory builds gives its logits through a global average pool or a linear layer; a model
+    whose logits come from a conv or a local pool fails the line, whatever its spec calls the head."""
+    from torch import nn
+
+    from nas20k.base.mission import Budget, checklist
+    from nas20k.core.factory import model_facts
+
+    expected = {"gap": "linear layer", "fc": "linear layer", "conv": "global average pool",
+                "direct": "global average pool"}
+    for spec in PRESETS.values():
+        assert spec.facts(15).logits_from == expected[spec.head]
+    conv_logits = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.1), nn.Conv2d(8, 10, 26),
+                                nn.Flatten())
+    local_pool = nn.Sequential(nn.Conv2d(1, 10, 3), nn.AvgPool2d(2), nn.Flatten())
+    for model in (conv_logits, local_pool):
+        facts = model_facts(model, 15, "gap")
+        line, ok = next(item for item in checklist(facts, None, Budget()) if item[0].startswith("GAP or FC head"))
+        assert ok is False and "neither" in line
+    assert model_facts(conv_logits, 15, "gap").dropout == 0.1 and model_facts(local_pool, 15, "gap").dropout == 0.0

@@ -24,9 +24,9 @@ def trial(number: int, status: str, epochs: int, seconds: float = 10.0, **kw: ob
 
 def test_prior_epochs_follow_successive_halving():
     """Rungs 1, 3, 9, half kept at each, 20 epochs: 1 + 1/2 * 2 + 1/4 * 6 + 1/8 * 11 epochs per trial."""
-    assert prior_epochs(20) == pytest.approx(1 + 2 / 2 + 6 / 4 + 11 / 8)
-    assert prior_epochs(1) == 1 and prior_epochs(3) == pytest.approx(1 + 2 / 2)
-    assert prior_epochs(20, keep=1 / 3) == pytest.approx(1 + 2 / 3 + 6 / 9 + 11 / 27)
+    assert prior_epochs(20, (1, 3, 9)) == pytest.approx(1 + 2 / 2 + 6 / 4 + 11 / 8)
+    assert prior_epochs(1, (1, 3, 9)) == 1 and prior_epochs(3, (1, 3, 9)) == pytest.approx(1 + 2 / 2)
+    assert prior_epochs(20, (1, 3, 9), keep=1 / 3) == pytest.approx(1 + 2 / 3 + 6 / 9 + 11 / 27)
 
 
 def test_no_estimate_before_an_epoch_is_timed():
@@ -66,7 +66,7 @@ def test_early_prunings_do_not_pull_the_epochs_per_trial_below_the_prior():
     worker."""
     recs = [trial(n, "pruned", 1) for n in range(3)]
     low, high = estimate(recs, Plan(target=10, workers=1, max_epochs=20))
-    assert low <= 7 * prior_epochs(20) * 10 <= high
+    assert low <= 7 * prior_epochs(20, (1, 3, 9)) * 10 <= high
 
 
 def test_a_race_is_replanned_when_a_run_finishes():

@@ -25,16 +25,16 @@ from nas20k.base.errors import UserError
 from nas20k.base.mission import Budget, Goal
 from nas20k.core.data import DataSplit, load_mnist
 from nas20k.core.factory import PRESETS, ArchSpec
+from nas20k.core.pruners import pruner_epochs, warm_prune_from
 from nas20k.core.recipe import TrainConfig
 from nas20k.core.space import Candidate, params_of, warm_start
 from nas20k.readers.record import StudyMeta, TrialRecord, records, search_records
 from nas20k.readers.results import best_record
 from nas20k.runner.objective import Objective
-from nas20k.runner.pruners import pruner_epochs
 from nas20k.runner.settings import SearchSettings, runtime_line
 from nas20k.runner.signals import raise_if_stopped
 from nas20k.runner.storage import open_storage
-from nas20k.runner.study import WARM_PRUNE_FROM, _enqueue_retries, prepare, search_worker
+from nas20k.runner.study import _enqueue_retries, prepare, search_worker
 from nas20k.runner.workers import _run_group, run_workers
 
 RECIPE = TrainConfig(epochs=1, batch_size=64, optimizer="adam", lr=0.01, nesterov=False, weight_decay=1e-5,
@@ -140,14 +140,14 @@ def test_warm_start_trials_are_pruned_only_from_the_epoch_they_were_queued_with(
     shows where each stops."""
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))
     study.enqueue_trial(SMALL_NET, user_attrs={"warm_start": "lead", "prune_from": None})
-    study.enqueue_trial(SMALL_NET, user_attrs={"warm_start": "next", "prune_from": WARM_PRUNE_FROM})
+    study.enqueue_trial(SMALL_NET, user_attrs={"warm_start": "next", "prune_from": warm_prune_from(10)})
     study.enqueue_trial(SMALL_NET)
     objective = Objective(mnist, Budget(max_epochs=10), FileSystemArtifactStore(str(tmp_path)),
                           pruner_epochs=pruner_epochs("asha", 10))
     study.optimize(objective, n_trials=3)
     lead, warm, other = records(study.trials)
     assert lead.status == "complete" and lead.epochs == 10
-    assert warm.status == "pruned" and warm.epochs == WARM_PRUNE_FROM == 9
+    assert warm.status == "pruned" and warm.epochs == warm_prune_from(10) == 9
     assert other.status == "pruned" and other.epochs == 1 and other.warm_start is None
 
 
@@ -156,6 +156,8 @@ def test_a_search_trial_evaluates_only_the_epochs_the_pruner_or_the_score_read(m
     BatchNorm recalibration before it); the new study's first queued design is trained as it always was."""
     assert pruner_epochs("asha", 12) == {1, 3, 9} and pruner_epochs("none", 12) == set()
     assert pruner_epochs("asha3", 20) == {3, 9}
+    # the warm start's followers: from the last rung before the last epoch, so short budgets can prune them too
+    assert [warm_prune_from(e) for e in (1, 2, 3, 8, 9, 10, 20, 30)] == [None, 1, 1, 3, 3, 9, 9, 27]
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     study.enqueue_trial({**SMALL_NET, "batch_size": 256}, user_attrs={"warm_start": "lead", "prune_from": None})
     objective = Objective(mnist, Budget(max_epochs=12), FileSystemArtifactStore(str(tmp_path)),

@@ -50,13 +50,15 @@ class Goal:
 
 @dataclass(frozen=True)
 class Facts:
-    """What the checklist needs to know of a model (from `factory.plan`), so this module needs no torch."""
+    """What the checklist needs to know of a model (read off the built model by `factory.model_facts`), so this
+    module needs no torch."""
 
     params: int
     epochs: int
     batchnorm: bool
     dropout: float  # 0: no Dropout layer
-    head: str
+    head: str  # the spec's name for it
+    logits_from: str | None  # "global average pool" | "linear layer" | None: neither
 
 
 def checklist(facts: Facts, test_acc: float | None, budget: Budget, test_label: str = "test accuracy",
@@ -70,8 +72,7 @@ def checklist(facts: Facts, test_acc: float | None, budget: Budget, test_label: 
         (f"epochs <= {budget.max_epochs} ({facts.epochs})", facts.epochs <= budget.max_epochs),
         ("BatchNorm used", facts.batchnorm),
         (f"Dropout used (p={facts.dropout:.3g})", facts.dropout > 0),
-        # every head the factory builds ends in a global average pool or a linear layer
-        (f"GAP or FC head ({facts.head})", True),
+        (f"GAP or FC head ({facts.head}: logits from {facts.logits_from or 'neither'})", facts.logits_from is not None),
         (f"{test_label} >= {TARGET_ACC:.1%} ({acc}{', unconfirmed: 1 seed' if unconfirmed else ''})",
          None if unconfirmed else test_acc is not None and test_acc >= TARGET_ACC),
     ]

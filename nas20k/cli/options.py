@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
+from nas20k.core.pruners import pruner_help
 from nas20k.core.recipe import TrainConfig
 from nas20k.core.runtime import PRECISIONS
-from nas20k.runner.pruners import PRUNERS
 
 Option = tuple[Any, Any]  # (annotation with its typer.Option, default)
 
@@ -75,8 +75,7 @@ CONFIRM_OPTIONS: dict[str, Option] = {
     "limit": (Annotated[int | None, typer.Option(show_default=False, help=(
         "The first N training and test images, as the study was searched with  \\[default: the study's]"))], None),
 }
-PRUNER_HELP = (f"Early stopping of weak trials on validation accuracy: {', '.join(PRUNERS)} "
-               "(asha: successive halving at epochs 1, 3, 9).")
+PRUNER_HELP = pruner_help()
 
 
 def recipe_options() -> dict[str, Option]:

@@ -14,7 +14,7 @@ from nas20k.base.errors import UserError
 from nas20k.base.mission import GOALS, TARGET_ACC, Budget, Goal
 from nas20k.cli.app import app, err, names, open_study, out, quiet_optuna, show_ranked
 from nas20k.cli.options import CONFIRM_OPTIONS, PRUNER_HELP, RUN_OPTIONS, add_options
-from nas20k.runner.pruners import DEFAULT_PRUNER
+from nas20k.core.pruners import DEFAULT_PRUNER, rungs
 
 if TYPE_CHECKING:
     import optuna
@@ -154,7 +154,8 @@ def search(
         if not run["quiet"] and (speed := probe_seconds_per_epoch(settings, study)):
             out.print(first_result_text(records(study.get_trials(deepcopy=False)), max_epochs, speed))
         confirm_runs = confirm_top * (confirm_seeds - 1)
-        plan = Plan(target=trials, workers=settings.execution.workers, max_epochs=max_epochs, confirm_runs=confirm_runs)
+        plan = Plan(target=trials, workers=settings.execution.workers, max_epochs=max_epochs, confirm_runs=confirm_runs,
+                    rungs=tuple(rungs(pruner, max_epochs)))
         _run(settings, search_worker, study, Reporter(out, plan, before, run["quiet"]))
     if confirm_top:
         _confirm(settings, confirm_top, confirm_seeds, run["quiet"])

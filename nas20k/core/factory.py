@@ -107,9 +107,9 @@ class ArchSpec:
         return nn.Sequential(OrderedDict((layer.name, layer.module()) for layer in plan(self)))
 
     def facts(self, epochs: int) -> Facts:
-        """What the mission's checklist asks of this model trained for `epochs`."""
-        kinds = {layer.kind for layer in plan(self)}
-        return Facts(self.num_params(), epochs, "bn" in kinds, self.dropout if "dropout" in kinds else 0.0, self.head)
+        """What the mission's checklist asks of this model trained for `epochs`, read off the built model (what is
+        exported), not the spec: its parameters, BatchNorm and Dropout layers, and what its logits come from."""
+        return model_facts(self.build(), epochs, self.head)
 
 
 @dataclass(frozen=True)
@@ -235,6 +235,27 @@ def plan(spec: ArchSpec) -> list[Layer]:
     if spec.head in ("gap", "fc"):
         layers.append(Layer("fc", "linear", c, spec.num_classes, 1))
     return layers
+
+
+def model_facts(model: nn.Module, epochs: int, head: str) -> Facts:
+    """The checklist's facts of a built model. Its logits come from a global average pool when the last layer that
+    changes the feature map's size or mixes channels is an adaptive average pool to 1x1 (a flatten may follow), or
+    from a linear layer; a conv or a local pool there is neither."""
+    from torch import nn
+
+    modules = list(model.modules())
+    dropout = max((m.p for m in modules if isinstance(m, nn.Dropout)), default=0.0)
+    logits_from = None
+    for m in reversed(modules):
+        if isinstance(m, nn.Linear):
+            logits_from = "linear layer"
+        elif isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1)):
+            logits_from = "global average pool"
+        elif not isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            continue  # flatten, BatchNorm, an activation, a container: look further back
+        break
+    return Facts(sum(p.numel() for p in model.parameters()), epochs,
+                 any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules), dropout, head, logits_from)
 
 
 def _squeeze(name: str, c_in: int, c_out: int, size: int, with_bn: bool, act: str | None) -> list[Layer]:

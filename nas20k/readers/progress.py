@@ -39,9 +39,10 @@ class Plan:
     max_epochs: int
     confirm_runs: int = 0
     pruned: bool = True  # False for confirmation runs: each trains all its epochs
+    rungs: tuple[int, ...] = (1, 3, 9)  # the pruner's (`pruners.rungs`)
 
 
-def prior_epochs(max_epochs: int, rungs: tuple[int, ...] = (1, 3, 9), keep: float = 1 / 2) -> float:
+def prior_epochs(max_epochs: int, rungs: tuple[int, ...], keep: float = 1 / 2) -> float:
     """Mean epochs of a sampled trial under successive halving that keeps `keep` of the trials at each rung."""
     total, alive, last = 0.0, 1.0, 0
     for rung in (r for r in rungs if r < max_epochs):
@@ -59,7 +60,8 @@ def estimate(recs: list[TrialRecord], plan: Plan) -> tuple[float, float] | None:
     epoch_seconds = [h["seconds"] for r in recs for h in r.history if h.get("seconds")]
     if not epoch_seconds:
         return None
-    sampled, prior = [r.epochs for r in recs if r.trained and not r.warm_start], prior_epochs(plan.max_epochs)
+    sampled = [r.epochs for r in recs if r.trained and not r.warm_start]
+    prior = prior_epochs(plan.max_epochs, plan.rungs)
     if not plan.pruned:  # confirmation runs
         per_trial = (float(plan.max_epochs), 0.0)
     elif len(sampled) >= MIN_FINISHED:

@@ -111,7 +111,7 @@ class Objective:
             self._reject(trial, f"over budget: {params:,} params >= {self.budget.max_params:,}",
                          violation=params - self.budget.max_params + 1)
         trial.set_constraint("over_budget", 0)
-        # A warm-start design carries its own first pruning epoch (study.WARM_PRUNE_FROM: the lead design never, the
+        # A warm-start design carries its own first pruning epoch (pruners.warm_prune_from: the lead design never, the
         # rest from the last rung): judged early it would lose to whichever trial starts fast (Adam, no warm-up).
         score = run_candidate(trial, candidate, self.data, self.runtime, self.store, prune_from(trial),
                               self.pruner_epochs)

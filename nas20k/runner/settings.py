@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from nas20k.base.errors import UserError
 from nas20k.base.mission import Budget, Goal
+from nas20k.core.pruners import DEFAULT_PRUNER, PRUNERS
 from nas20k.core.runtime import Runtime, pick_device, resolve
-from nas20k.runner.pruners import DEFAULT_PRUNER, PRUNERS
 
 if TYPE_CHECKING:  # torch, the data and the storage load when a run needs them: a bad flag is refused at once
     import torch

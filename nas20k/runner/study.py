@@ -17,21 +17,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas20k.base.optuna_private import requeue_behind
 from nas20k.core.data import check_files, default_data_dir
+from nas20k.core.pruners import make_pruner, pruner_epochs, warm_prune_from
 from nas20k.core.space import params_of, warm_start
 from nas20k.readers.record import StudyMeta, records
 from nas20k.runner.lost import OWNER, lose_trial, recover_lost_trials, sibling
 from nas20k.runner.objective import Objective
-from nas20k.runner.pruners import make_pruner, pruner_epochs
 from nas20k.runner.settings import SearchSettings
 from nas20k.runner.signals import raise_if_stopped
 from nas20k.runner.storage import open_storage, planning_lock
 from nas20k.runner.workers import BudgetError, Worker
 
 MAX_REJECTED_IN_A_ROW = 200  # then the budget is too small for the space: stop instead of sampling forever
-# A warm-start design after the first is judged from the last ASHA rung: at epoch 3 a OneCycle recipe is still
-# warming up (its rate peaks at 30 % of the epochs), and the design pruned there in smallest-5k-laptop (4,968 params)
-# was the < 5,000 pass of smallest-5k (docs/results.md).
-WARM_PRUNE_FROM = 9
 # What follows the lead (the first design that fits) into a new study, by goal: the designs that, queued after
 # another lead, outlasted the last rung in the committed studies. The others were pruned there in all, or all but
 # one, of the studies that queued them so, 9 epochs each: for the accuracy goal nas20k-14088 (3 of 3; nas20k-19674
@@ -55,7 +51,7 @@ def trained_count(trials: list[FrozenTrial]) -> int:
 def _enqueue_warm_start(study: optuna.Study, settings: SearchSettings, meta: StudyMeta) -> list[str]:
     """Seed a new study with the known designs that fit the budget, the rest scaled to it (once per study,
     whoever starts first): the first, the lead, and those of the goal's FOLLOWERS. The lead trains to the end
-    unpruned; the others may be pruned from WARM_PRUNE_FROM."""
+    unpruned; the others may be pruned from `pruners.warm_prune_from`."""
     if not settings.warm_start or meta.warm_started is not None or study.get_trials(deepcopy=False):
         meta.warm_started = meta.warm_started or []
         return []
@@ -63,7 +59,7 @@ def _enqueue_warm_start(study: optuna.Study, settings: SearchSettings, meta: Stu
     followers = FOLLOWERS[settings.goal.kind]
     starts = starts[:1] + [(name, c) for name, c in starts[1:] if name.removesuffix("-scaled") in followers]
     for i, (name, candidate) in enumerate(starts):
-        prune_from = None if i == 0 else WARM_PRUNE_FROM
+        prune_from = None if i == 0 else warm_prune_from(settings.budget.max_epochs)
         study.enqueue_trial(params_of(candidate), user_attrs={"warm_start": name, "prune_from": prune_from})
     meta.warm_started = [name for name, _ in starts]
     return meta.warm_started
