@@ -27,6 +27,8 @@ from nas20k.readers.record import TrialRecord
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("NAS20K_DATA_DIR") or ROOT.parent / "shared" / "data").resolve()
 os.environ["NAS20K_DATA_DIR"] = str(DATA_DIR)  # in-process commands find the data through --data-dir's envvar
+# the packaged zoo only: a developer's own zoo (~/.config/nas20k/zoo.json) must not change what a test's study queues
+os.environ["NAS20K_ZOO"] = str(ROOT / "tests" / "no-user-zoo.json")
 SMALL = ["--limit", "1500", "--val-size", "500", "--max-epochs", "1"]  # a search that trains in seconds
 LONGER = ["--limit", "3000", "--val-size", "500", "--max-epochs", "3"]  # runs long enough to be caught mid-training
 
@@ -127,7 +129,7 @@ def mnist():
 @pytest.fixture(scope="session")
 def small_study(tmp_path_factory) -> Path:
     """A folder holding a finished, unconfirmed 3-trial study (studies/nas20k.db + studies/nas20k-artifacts):
-    the accuracy goal's two warm-start designs first (study.FOLLOWERS), then one TPE sampled, all three completed
+    the accuracy goal's two warm-start designs first (the zoo's `follows`), then one TPE sampled, all three completed
     (no pruner: at one epoch the default `asha` would prune on its first rung). Copy it (`study_copy`) before
     changing it."""
     cwd = tmp_path_factory.mktemp("study")

@@ -203,7 +203,7 @@ def waiting(study: optuna.Study) -> list[tuple[str, dict]]:
 
 
 # What a new study queues: the lead (the first design that fits), then the followers the committed studies kept
-# past the last rung (study.FOLLOWERS); for the accuracy goal at the default budget, nas20k-19674, nas20k-14568 and
+# past the last rung (the zoo's `follows`); for the accuracy goal at the default budget, nas20k-19674, nas20k-14568 and
 # nas20k-14088 are left out.
 QUEUED = {
     ("accuracy", 20_000): ["nas20k-14838", "nas20k-16424"],
@@ -368,6 +368,7 @@ def _pop_all(url: str, out) -> None:  # noqa: ANN001 - a multiprocessing queue
     out.put(popped)
 
 
+@pytest.mark.slow
 def test_workers_never_take_the_same_queued_trial(tmp_path):
     """Four processes empty one queue of 60 trials on a SQLite file: each trial is taken exactly once.
     (Without serialized SQLite transactions this took 66-73 trials out of 60 here.)"""
@@ -469,6 +470,7 @@ def test_export_never_overwrites_what_it_did_not_write(study_copy):
     assert r.exit_code == 0 and (committed / "model.pt2").is_file() and (committed / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_two_local_workers_share_one_sqlite_study(tmp_path):
     r = nas20k("search", "--trials", "4", "--jobs", "2", *SMALL, "--confirm-top", "0", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -95,8 +95,8 @@ def train_cmd(
     cfg = replace(load_recipe(recipe), seed=recipe_flags["seed"]) if recipe else TrainConfig(**recipe_flags)
     cfg.validate()
     runtime = resolve(run["device"], run["precision"], compile=compile, cuda_graphs=run["cuda_graphs"])
-    data = load_mnist(run["data_dir"], val_size=run["val_size"], limit=run["limit"], device=runtime.device,
-                      download=run["download"])
+    data = load_mnist(run["data_dir"], val_size=run["val_size"], split_seed=run["split_seed"], limit=run["limit"],
+                      device=runtime.device, download=run["download"])
     if cfg.batch_size > len(data.train):
         raise UserError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train):,} training images")
     out.print(summary(arch))

@@ -29,6 +29,9 @@ DATA_OPTIONS: dict[str, Option] = {
         help="Download MNIST into the data folder when it is missing (needs internet).")], True),
     "val_size": (Annotated[int, typer.Option(help="Validation images carved (seeded) from the 60k training set; "
                                                   "the only split used to choose models.")], 5000),
+    "split_seed": (Annotated[int, typer.Option(
+        help="Seed of which training images are held out for val. A study records it; a new study on another seed "
+             "scores the warm start's designs on val images they were not chosen on.")], 0),
     "limit": (Annotated[int | None, typer.Option(
         help="Use only the first N training and test images (quick smoke runs).", show_default=False)], None),
 }
@@ -74,6 +77,8 @@ CONFIRM_OPTIONS: dict[str, Option] = {
         "Validation images, as the study was searched with  \\[default: the study's]"))], None),
     "limit": (Annotated[int | None, typer.Option(show_default=False, help=(
         "The first N training and test images, as the study was searched with  \\[default: the study's]"))], None),
+    "split_seed": (Annotated[int | None, typer.Option(show_default=False, help=(
+        "The val split's seed, as the study was searched with  \\[default: the study's]"))], None),
 }
 PRUNER_HELP = pruner_help()
 

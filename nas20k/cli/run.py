@@ -184,7 +184,7 @@ def confirm(
     if top < 1 or seeds < 1:
         raise UserError("--top and --seeds must be >= 1")
     recorded = meta.data or DataSplit()  # a study from before the split was recorded: the defaults
-    data = {k: getattr(recorded, k) if run[k] is None else run[k] for k in ("val_size", "limit")}
+    data = {k: getattr(recorded, k) if run[k] is None else run[k] for k in ("val_size", "limit", "split_seed")}
     settings = _settings({**run, **data}, budget=meta.budget, goal=meta.goal)
     _running_on(settings)
     _confirm(settings, top, seeds, run["quiet"])

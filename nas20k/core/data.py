@@ -36,10 +36,12 @@ class DataError(UserError):
 
 @dataclass(frozen=True)
 class DataSplit:
-    """The flags that decide which images train and which score (--val-size, --limit); a study records them."""
+    """The flags that decide which images train and which score (--val-size, --split-seed, --limit); a study
+    records them. A study recorded before `split_seed` was a flag was carved with seed 0, its default."""
 
     val_size: int = 5000
     limit: int | None = None
+    split_seed: int = 0
 
 
 @dataclass

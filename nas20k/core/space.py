@@ -15,8 +15,9 @@ from dataclasses import dataclass, replace
 
 import optuna
 
-from nas20k.core.factory import PRESETS, ArchSpec, scaled
+from nas20k.core.factory import ArchSpec, scaled
 from nas20k.core.recipe import OPTIMIZERS, TrainConfig
+from nas20k.core.zoo import ZooEntry, entries
 
 CONVS = (1, 3)  # 3x3 convs per block
 WIDTHS = {1: (4, 24), 2: (8, 32), 3: (8, 32)}  # per-conv width range by block, step 2: narrow where the image is large
@@ -141,72 +142,16 @@ def params_of(candidate: Candidate) -> dict:
     return p
 
 
-def warm_start(epochs: int, seed: int = 0, max_params: int | None = None) -> dict[str, Candidate]:
-    """Known-good designs with their recipes, measured ones first, best by mean val first (their records:
-    docs/results.md): nas20k's own winners (the best of a default search on the 2-core laptop and of the default
-    search on an H200, each on 3 seeds, the best two of the default searches on the laptop on 5 seeds, the first
-    default search's, then the two best of its search under 8,000 params, then nas20k-5826's layout with separable
-    convs at 4,578 and 3,680 params and the lighter augmentation below), then the public hand-tuned designs with their
-    published recipes as the space expresses them, and firekind-6174 again with nas20k's default recipe (SGD +
-    Nesterov, OneCycle to 0.05), and last nas20k-5826 with rotation ± 5° and shift ± 1 px, which scaled below 3,800
-    params scored 0.14 points higher by val than with its own ± 10.9° / ± 2.2 px
-    (benchmarks/README.md#how-much-augmentation). The first that fits is the one a new study trains unpruned.
+def warm_start(epochs: int, seed: int = 0, max_params: int | None = None,
+               zoo: list[ZooEntry] | None = None) -> dict[str, Candidate]:
+    """The zoo's designs (`zoo.entries()`: the packaged one, then the user's) as candidates with the study's epochs
+    and seed, in the zoo's order: the first that fits is the one a new study trains unpruned.
 
     Given `max_params` (what a new study queues): the designs that fit, then each one over it as `<name>-scaled`,
     the same layout and recipe with its widths scaled down to fit (`factory.scaled`); a design the space cannot
-    express at that size is left out.
-
-    Changes from the published recipes: weight decay 1e-6 where they use none (the space's floor); nitinvig-7070
-    gets Dropout 0.05 after its first block (Dropout is on the requirement list; it had none); public-3762's
-    shift-scale-rotate and random crop become rotation, shift and zoom."""
-    step = {"schedule": "step", "drop_at": 2 / 3, "weight_decay": 1e-6, "epochs": epochs, "seed": seed,
-            "label_smoothing": 0.0}
-    five = TrainConfig(
-        epochs=epochs, seed=seed, batch_size=128, optimizer="adam", lr=0.006447292990840697, nesterov=False,
-        weight_decay=1.8247320262274673e-06, schedule="step", drop_at=0.5299581184188855,
-        label_smoothing=0.0032693463755512605, rotate=10.949186748615638, translate=2.1961058861319254)
-    light = replace(five, rotate=5.0, translate=1.0)  # measured better by val on nets under 3,800 params
-    starts = {
-        "nas20k-14838": Candidate(PRESETS["nas20k-14838"], TrainConfig(
-            epochs=epochs, seed=seed, batch_size=64, optimizer="sgd", lr=0.05756822561756882, momentum=0.9,
-            nesterov=True, weight_decay=7.0999155113840376e-06, schedule="step", drop_at=0.6572398455263502,
-            label_smoothing=0.039148348658830046, rotate=0.025391567912737056, translate=1.371983900923956,
-            scale=0.011535324925592488)),
-        "nas20k-19674": Candidate(PRESETS["nas20k-19674"], TrainConfig(
-            epochs=epochs, seed=seed, batch_size=128, optimizer="adamw", lr=0.006400459075783589, nesterov=False,
-            weight_decay=4.146668495926638e-05, schedule="step", drop_at=0.7205255642759163,
-            label_smoothing=0.09422339615621386, rotate=7.315463230871533, translate=2.7891459940931926)),
-        "nas20k-14568": Candidate(PRESETS["nas20k-14568"], TrainConfig(
-            epochs=epochs, seed=seed, batch_size=64, optimizer="sgd", lr=0.026494170218445363, momentum=0.9,
-            nesterov=False, weight_decay=2.348282266041599e-06, schedule="step", drop_at=0.7012082164427915,
-            label_smoothing=0.016714376146171158, rotate=2.708810825275397, translate=2.8854632533388647,
-            scale=0.022123983546434252)),
-        "nas20k-16424": Candidate(PRESETS["nas20k-16424"], TrainConfig(
-            epochs=epochs, seed=seed, batch_size=256, optimizer="adam", lr=0.006083142388771901, nesterov=False,
-            weight_decay=2.932469527952377e-06, schedule="step", drop_at=0.4775779476916749,
-            label_smoothing=0.037138541521516126, rotate=1.0109588546934798, translate=0.3490290618822562,
-            scale=0.019752477171121184)),
-        "nas20k-14088": Candidate(PRESETS["nas20k-14088"], TrainConfig(
-            epochs=epochs, seed=seed, batch_size=64, optimizer="sgd", lr=0.054883713141925874, momentum=0.9,
-            nesterov=True, weight_decay=1.4730470533894558e-06, schedule="step", drop_at=0.449332125509357,
-            label_smoothing=0.002877489548955803, rotate=3.538012029004655, translate=2.4803158001284342)),
-        "nas20k-7458": Candidate(PRESETS["nas20k-7458"], TrainConfig(
-            epochs=epochs, seed=seed, batch_size=128, optimizer="adam", lr=0.00726713929566292, nesterov=False,
-            weight_decay=1.5023597730143111e-06, schedule="step", drop_at=0.7695108312794752,
-            label_smoothing=0.002071040265234445, rotate=9.89549841804861, translate=2.490999774761633)),
-        "nas20k-5826": Candidate(PRESETS["nas20k-5826"], five),
-        "nas20k-separable-4578": Candidate(PRESETS["nas20k-separable-4578"], light),
-        "nas20k-separable-3680": Candidate(PRESETS["nas20k-separable-3680"], light),
-        "public-3762": Candidate(PRESETS["public-3762"], TrainConfig(
-            epochs=epochs, seed=seed, batch_size=32, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
-            weight_decay=1e-6, schedule="onecycle", rotate=10.0, translate=2.0, scale=0.1)),
-        "firekind-6174": Candidate(PRESETS["firekind-6174"], TrainConfig(
-            **step, optimizer="adam", lr=0.01, batch_size=128, rotate=10.0, translate=2.8, nesterov=False)),
-        "firekind-6174-onecycle": Candidate(PRESETS["firekind-6174"], TrainConfig(epochs=epochs, seed=seed)),
-        "nitinvig-7070": Candidate(replace(PRESETS["nitinvig-7070"], dropout=0.05, dropout_after=(2,)), TrainConfig(
-            **step, optimizer="sgd", lr=0.01, nesterov=False, batch_size=128, rotate=0.0, translate=0.0)),
-    }
-    starts["nas20k-5826-light"] = Candidate(PRESETS["nas20k-5826"], light)
+    express at that size is left out."""
+    starts = {e.name: Candidate(e.spec, replace(e.recipe, epochs=epochs, seed=seed))
+              for e in (entries() if zoo is None else zoo)}
     if max_params is None:
         return starts
     fits = {name: c for name, c in starts.items() if c.spec.num_params() < max_params}

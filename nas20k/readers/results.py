@@ -4,12 +4,15 @@ val score over its seeds (its own score until it is confirmed); test accuracy is
 
 from __future__ import annotations
 
+import datetime
 import math
 
 import pandas as pd
 
 from nas20k.base.errors import UserError
 from nas20k.base.mission import Budget, Goal, checklist
+from nas20k.core.data import DataSplit
+from nas20k.core.zoo import Evidence, ZooEntry
 from nas20k.readers.record import SCORE_EPOCHS, StudyMeta, TrialRecord
 
 CONFIRMED = 2  # seeds a candidate needs before its mean counts as confirmed (`best --smallest`, the checklist)
@@ -97,3 +100,19 @@ def trials_frame(recs: list[TrialRecord]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.astype({"params": "Int64", "epochs": "Int64", "seeds": "Int64", "macs": "Int64",
                          "batch_size": "Int64"})
+
+
+def zoo_entry(r: TrialRecord, meta: StudyMeta, study_name: str, where: str, name: str,
+              follows: tuple[str, ...] = ()) -> ZooEntry:
+    """A confirmed trial as a zoo entry, its evidence read off the study (`where`: the storage, redacted)."""
+    if r.candidate is None or r.n_seeds < CONFIRMED:
+        raise ExportError(f"trial #{r.number} of {study_name!r} is not confirmed ({r.n_seeds} seed); "
+                          "run `nas20k confirm` first")
+    split = meta.data or DataSplit()
+    run = meta.runtime[0] if meta.runtime else {}
+    evidence = Evidence(study=where, study_name=study_name, trial=r.number,
+                        budget=(meta.budget.max_params, meta.budget.max_epochs), goal=meta.goal.kind, epochs=r.epochs,
+                        seeds=r.n_seeds, val_mean=r.mean_val(), val_sd=r.sd_val() or 0.0,
+                        test_mean=r.mean_test_last3(), hardware=run.get("device_name"), torch=run.get("torch"),
+                        date=datetime.date.today().isoformat(), split_seed=split.split_seed, val_size=split.val_size)
+    return ZooEntry(name=name, spec=r.candidate.spec, recipe=r.candidate.train, follows=follows, evidence=evidence)

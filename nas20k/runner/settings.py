@@ -129,6 +129,7 @@ class SearchSettings:
     data_dir: str | None = None
     download: bool = True
     val_size: int = 5000
+    split_seed: int = 0  # which 5,000 images are val: a design chosen on one split is checked on another
     limit: int | None = None  # train/test on the first N images only (smoke tests)
     heartbeat: int = 30  # seconds; a worker silent for 2x this is declared dead and its trial retried
     storage_patience: float = 120  # seconds a run waits out a storage outage before it gives up
@@ -149,7 +150,7 @@ class SearchSettings:
     def data_split(self) -> DataSplit:
         from nas20k.core.data import DataSplit
 
-        return DataSplit(self.val_size, self.limit)
+        return DataSplit(self.val_size, self.limit, self.split_seed)
 
     @cached_property
     def execution(self) -> Execution:

@@ -19,6 +19,7 @@ from nas20k.base.optuna_private import requeue_behind
 from nas20k.core.data import check_files, default_data_dir
 from nas20k.core.pruners import make_pruner, pruner_epochs, warm_prune_from
 from nas20k.core.space import params_of, warm_start
+from nas20k.core.zoo import entries
 from nas20k.readers.record import StudyMeta, records
 from nas20k.runner.lost import OWNER, lose_trial, recover_lost_trials, sibling
 from nas20k.runner.objective import Objective
@@ -28,17 +29,6 @@ from nas20k.runner.storage import open_storage, planning_lock
 from nas20k.runner.workers import BudgetError, Worker
 
 MAX_REJECTED_IN_A_ROW = 200  # then the budget is too small for the space: stop instead of sampling forever
-# What follows the lead (the first design that fits) into a new study, by goal: the designs that, queued after
-# another lead, outlasted the last rung in the committed studies. The others were pruned there in all, or all but
-# one, of the studies that queued them so, 9 epochs each: for the accuracy goal nas20k-14088 (3 of 3; nas20k-19674
-# and nas20k-14568, the leads before nas20k-14838, never followed one); for the smallest, public-3762 (4 of
-# 4), firekind-6174 (11 of 12), firekind-6174-onecycle (12 of 12), nitinvig-7070 and nas20k-7458 (7 of 7),
-# nas20k-16424 (3 of 3), where nas20k-14088 completed 10 of 11 times, nas20k-5826 9 of 11, nas20k-5826-light 6 of 6
-# (docs/design.md#warm-start). A scaled design follows as its original does.
-FOLLOWERS = {"accuracy": ("nas20k-16424",),
-             "smallest": ("nas20k-separable-3680", "nas20k-14088", "nas20k-5826", "nas20k-5826-light")}
-
-
 def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
     # group=True: the space is conditional (2 or 3 blocks); constant_liar: parallel workers avoid duplicates.
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
@@ -50,13 +40,14 @@ def trained_count(trials: list[FrozenTrial]) -> int:
 
 def _enqueue_warm_start(study: optuna.Study, settings: SearchSettings, meta: StudyMeta) -> list[str]:
     """Seed a new study with the known designs that fit the budget, the rest scaled to it (once per study,
-    whoever starts first): the first, the lead, and those of the goal's FOLLOWERS. The lead trains to the end
-    unpruned; the others may be pruned from `pruners.warm_prune_from`."""
+    whoever starts first): the first, the lead, and the zoo's followers for the goal (`ZooEntry.follows`). The lead
+    trains to the end unpruned; the others may be pruned from `pruners.warm_prune_from`."""
     if not settings.warm_start or meta.warm_started is not None or study.get_trials(deepcopy=False):
         meta.warm_started = meta.warm_started or []
         return []
-    starts = list(warm_start(settings.budget.max_epochs, settings.seed, settings.budget.max_params).items())
-    followers = FOLLOWERS[settings.goal.kind]
+    zoo = entries()
+    starts = list(warm_start(settings.budget.max_epochs, settings.seed, settings.budget.max_params, zoo).items())
+    followers = {e.name for e in zoo if settings.goal.kind in e.follows}
     starts = starts[:1] + [(name, c) for name, c in starts[1:] if name.removesuffix("-scaled") in followers]
     for i, (name, candidate) in enumerate(starts):
         prune_from = None if i == 0 else warm_prune_from(settings.budget.max_epochs)

@@ -53,8 +53,8 @@ Task = Callable[[Worker], None]  # a top-level function (spawned processes impor
 
 
 def _load(settings: SearchSettings, runtime: Runtime) -> Mnist:
-    return load_mnist(settings.data_dir, val_size=settings.val_size, limit=settings.limit, device=runtime.device,
-                      download=False)
+    return load_mnist(settings.data_dir, val_size=settings.val_size, split_seed=settings.split_seed,
+                      limit=settings.limit, device=runtime.device, download=False)
 
 
 def _start_worker(settings: SearchSettings, index: int, data: Mnist | None = None) -> Worker:

@@ -1,0 +1,65 @@
+"""The zoo as data: the packaged file round-trips and refuses what it does not know, the warm start reads it, and
+`nas20k zoo add` puts a confirmed winner with its evidence into the user's zoo, which the next study queues."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import SMALL, cli
+
+from nas20k.core import zoo
+from nas20k.core.space import params_of, warm_start
+
+
+def test_the_packaged_zoo_round_trips_and_every_design_is_in_the_space():
+    entries = zoo.load(zoo.PACKAGED)
+    assert entries and [zoo.ZooEntry.from_dict(json.loads(json.dumps(e.to_dict()))) for e in entries] == entries
+    for e in entries:
+        params_of(warm_start(15, zoo=[e])[e.name])  # raises if the search space cannot express it
+        assert e.evidence is not None or e.source, f"{e.name}: neither a study's evidence nor a public source"
+        if e.evidence:
+            assert e.evidence.seeds >= 2 and e.evidence.study.startswith("studies/")
+
+
+@pytest.mark.parametrize("where, bad", [
+    ("entry", {"colour": "red"}),
+    ("evidence", {"n_runs": 3}),
+    ("recipe", {"lr_typo": 0.1}),
+    ("spec", {"widths": [8]}),
+])
+def test_a_zoo_file_with_an_unknown_key_is_refused_in_one_line(tmp_path: Path, where: str, bad: dict):
+    entry = zoo.load(zoo.PACKAGED)[0].to_dict()
+    (entry if where == "entry" else entry[where]).update(bad)
+    path = tmp_path / "zoo.json"
+    path.write_text(json.dumps({"entries": [entry]}))
+    with pytest.raises(zoo.UserError, match=f"unknown .*{next(iter(bad))}"):
+        zoo.load(path)
+    path.write_text("{not json")
+    with pytest.raises(zoo.ZooError, match="not valid JSON"):
+        zoo.load(path)
+
+
+def test_zoo_add_puts_a_confirmed_winner_in_the_users_zoo_and_the_next_study_queues_it(study_copy: Path,
+                                                                                      tmp_path: Path, monkeypatch):
+    mine = tmp_path / "my-zoo.json"
+    monkeypatch.setenv("NAS20K_ZOO", str(mine))
+    r = cli("zoo", "add", cwd=study_copy)
+    assert r.exit_code == 1 and "not confirmed" in r.output  # one seed: not yet
+    assert cli("confirm", "--top", "1", "--seeds", "2", "-q", cwd=study_copy).exit_code == 0
+    r = cli("zoo", "add", "--name", "mine", "--follows", "accuracy", cwd=study_copy)
+    assert r.exit_code == 0, r.output
+    (entry,) = zoo.load(mine)
+    assert entry.name == "mine" and entry.evidence.seeds == 2 and entry.follows == ("accuracy",)
+    assert entry.evidence.study == "sqlite:///studies/nas20k.db" and entry.evidence.split_seed == 0
+    assert cli("zoo", "add", "--name", "mine", cwd=study_copy).exit_code == 1  # the name is taken
+    assert cli("zoo", "add", "--name", "nas20k-14838", cwd=study_copy).exit_code == 1  # so is a packaged one's
+    listed = cli("zoo", cwd=study_copy).output
+    assert "mine" in listed.splitlines()[-2] and str(mine) in listed
+    # a new study under the same budget queues it among the zoo's designs, after the packaged ones
+    r = cli("search", "--study-name", "next", "--trials", "1", *SMALL, "--jobs", "1", "--confirm-top", "0", "-q",
+            cwd=study_copy)
+    assert r.exit_code == 0, r.output
+    queued = next(line for line in r.output.splitlines() if line.startswith("warm start queued:"))
+    assert "mine" in queued
