@@ -14,14 +14,15 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
 import pytest
 from typer.testing import CliRunner
 
-from nas20k.core.data import load_mnist
+from nas20k.core.data import Mnist, Split, load_mnist
 from nas20k.readers.record import TrialRecord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,7 @@ os.environ["NAS20K_DATA_DIR"] = str(DATA_DIR)  # in-process commands find the da
 os.environ["NAS20K_ZOO"] = str(ROOT / "tests" / "no-user-zoo.json")
 SMALL = ["--limit", "1500", "--val-size", "500", "--max-epochs", "1"]  # a search that trains in seconds
 LONGER = ["--limit", "3000", "--val-size", "500", "--max-epochs", "3"]  # runs long enough to be caught mid-training
+T = TypeVar("T")
 
 
 def nas20k(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -107,12 +109,17 @@ def training_now(db: Path, study: str = "nas20k") -> list[int]:
                                        and a.value_json = '"training"'""", study)]
 
 
-def wait_for(condition, proc: subprocess.Popen, timeout: float = 240) -> None:  # noqa: ANN001
-    deadline = time.time() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the command ended early: {proc.communicate()}"
-        assert time.time() < deadline, "timed out"
+def wait_for(condition: Callable[[], T], *procs: subprocess.Popen, timeout: float = 240) -> T:
+    """Poll `condition` until it returns something true, and return that: races are staged on what the code under
+    test has done (a trial training, a thread waiting, a server answering), never on a fixed sleep. Fails at once
+    if one of `procs` (anything with Popen's `poll` and `communicate`) has ended, else after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (held := condition()):
+        for proc in procs:
+            assert proc.poll() is None, f"the command ended early: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s"
         time.sleep(0.05)
+    return held
 
 
 @pytest.fixture(scope="session")
@@ -124,6 +131,12 @@ def data_dir() -> Path:
 def mnist():
     """2,000 training, 500 validation and 2,000 test images of the real data."""
     return load_mnist(DATA_DIR, val_size=500, limit=2000, download=False)
+
+
+def first(data: Mnist, n: int) -> Mnist:
+    """`data` with only its first `n` training images: for the bf16 runs, which this CPU may only emulate (about 10x
+    slower than fp32), and where a few batches already tell close from equal."""
+    return Mnist(Split(data.train.x[:n], data.train.y[:n]), data.val, data.test)
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,7 @@ def test_help_explains_every_command_and_option():
                 assert len(words) > 3, f"{command}: option without help: {line}"
     confirm = runner.invoke(app, ["confirm", "--help"], env={"COLUMNS": "200"}).stdout
     assert "--top" in confirm and "--seeds" in confirm
-    assert confirm.count("[default: the study's]") == 2  # --val-size, --limit: a default in brackets is not markup
+    assert confirm.count("[default: the study's]") == 3  # --val-size, --limit, --split-seed
     search = runner.invoke(app, ["search", "--help"], env={"COLUMNS": "200"}).stdout
     for option in ("--goal", "--target", "--warm-start", "--no-warm-start", "--confirm-top", "--confirm-seeds",
                    "--jobs", "--device"):
@@ -88,9 +88,9 @@ CASES = {
     "unknown-device": (lambda tmp: ["search", "--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
     "search-other-budget": (lambda tmp: ["search", "--max-params", "8000", *SMALL], "was searched with budget"),
     "search-other-split": (lambda tmp: ["search", "--limit", "1500", "--val-size", "600", "--max-epochs", "1"],
-                           "was searched with data {'val_size': 500, 'limit': 1500}"),
+                           "was searched with data {'val_size': 500, 'limit': 1500, 'split_seed': 0}"),
     "confirm-other-split": (lambda tmp: ["confirm", "--limit", "3000", "--val-size", "500"],
-                            "was searched with data {'val_size': 500, 'limit': 1500}"),
+                            "was searched with data {'val_size': 500, 'limit': 1500, 'split_seed': 0}"),
     "unknown-preset": (lambda tmp: ["train", "--preset", "resnet"], "unknown preset 'resnet'"),
     "preset-and-spec": (lambda tmp: ["train", "--preset", "seed", "--spec", "x.json"],
                         "give exactly one of --preset NAME or --spec FILE"),
@@ -151,6 +151,7 @@ def test_bad_input_is_one_line_and_loses_nothing(case, study_copy):
     assert digest(study_copy / "studies") == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["corrupt-mnist-file", "unreachable-storage"])
 def test_bad_input_in_a_real_process(case, study_copy):
     """The same, as a user runs it: exit status 1 and one line on stderr."""
@@ -185,6 +186,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
     assert [status(t) for t in load(tmp_path).trials if status(t) != "rejected"] == ["failed"]  # the trial says so too
 
 
+@pytest.mark.slow
 def test_a_bug_keeps_its_traceback_in_a_real_process(small_study):
     code = ("import sys, nas20k.cli as c, nas20k.runner.storage as s\n"
             "def boom(*a, **k): raise RuntimeError('boom: a bug, not bad input')\n"
@@ -256,6 +258,7 @@ def test_trials_lists_and_writes_csv(study_copy):
     assert r.exit_code == 0 and "rejected" not in r.stdout.split("┡")[-1]
 
 
+@pytest.mark.slow
 def test_dashboard_serves_the_study(study_copy):
     import socket
     import time

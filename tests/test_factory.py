@@ -2,7 +2,6 @@
 
 import random
 from dataclasses import replace
-from functools import partial
 
 import pytest
 import torch
@@ -14,7 +13,8 @@ from nas20k.core.factory import HEADS, PRESETS, ArchSpec, SpecError, scaled, sum
 def count_params(model) -> int:  # noqa: ANN001
     return sum(p.numel() for p in model.parameters())
 
-X = torch.zeros(2, 1, 28, 28)
+X = torch.zeros(1, 1, 28, 28)  # one image, on the CPU: over hundreds of specs this costs less than shape checks on
+# the meta device, whose Python decompositions (BatchNorm's above all) are slower than the arithmetic
 
 
 def random_spec(rng: random.Random) -> ArchSpec:
@@ -101,12 +101,6 @@ def valid_random_specs(seed: int, n: int) -> tuple[list[ArchSpec], list[ArchSpec
     return valid, invalid
 
 
-def on_meta(build):  # noqa: ANN001, ANN201
-    """Build on PyTorch's meta device: real modules and shape checks, no arithmetic (fast over hundreds of specs)."""
-    with torch.device("meta"):
-        return build()
-
-
 def test_param_count_matches_torch_over_many_random_specs():
     valid, _ = valid_random_specs(0, 600)
     assert len(valid) > 200  # the checks below really ran on many specs
@@ -115,9 +109,10 @@ def test_param_count_matches_torch_over_many_random_specs():
     assert any(1 in s.padding for s in valid) and any(0 in s.padding for s in valid)
     assert {s.separable for s in valid} == {True, False}
     for spec in valid:
-        model, ref = on_meta(spec.build), on_meta(partial(reference, spec))
+        model, ref = spec.build(), reference(spec)
         assert spec.num_params() == count_params(model), spec
-        assert ref(X.to("meta")).shape == (2, 10)  # also materializes the fc head's lazy linear layer
+        with torch.inference_mode():
+            assert ref(X).shape == (1, 10)  # also materializes the fc head's lazy linear layer
         assert describe(model) == describe(ref), spec  # the documented layer rules, module by module
         assert count_params(ref) == spec.num_params(), spec
 
@@ -126,15 +121,10 @@ def test_validate_agrees_with_torch_on_what_fits():
     """validate() rejects exactly the specs whose forward pass would fail on a 28x28 image."""
     valid, invalid = valid_random_specs(1, 400)
     assert len(valid) > 100 and len(invalid) > 100
-    for spec in valid:
-        assert on_meta(spec.build).eval()(X.to("meta")).shape == (2, 10)
-    for spec in invalid:  # the same layers built by hand, without the plan's size check: torch fails too
-        with pytest.raises(RuntimeError, match="too small|greater than actual input size"):
-            on_meta(partial(reference, spec))(X.to("meta"))
-    with torch.inference_mode():  # and on real tensors, for a sample
-        for spec in valid[:25]:
-            assert spec.build().eval()(X).shape == (2, 10)
-        for spec in invalid[:25]:
+    with torch.inference_mode():
+        for spec in valid:
+            assert spec.build().eval()(X).shape == (1, 10)
+        for spec in invalid:  # the same layers built by hand, without the plan's size check: torch fails too
             with pytest.raises(RuntimeError, match="too small|greater than actual input size"):
                 reference(spec)(X)
 
@@ -144,7 +134,7 @@ def test_macs_match_forward_hooks():
     valid, _ = valid_random_specs(2, 300)
     assert len(valid) > 100
     for spec in [*PRESETS.values(), *valid]:
-        model, counted = on_meta(spec.build).eval(), []
+        model, counted = spec.build().eval(), []
 
         def hook(m, _inp, out, counted=counted):
             k = (m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups if isinstance(m, nn.Conv2d)
@@ -154,7 +144,8 @@ def test_macs_match_forward_hooks():
         for m in model:
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 m.register_forward_hook(hook)
-        model(torch.zeros(1, 1, 28, 28, device="meta"))
+        with torch.inference_mode():
+            model(X)
         assert spec.macs() == sum(counted), spec
     assert PRESETS["seed"].macs() == 3_280_448
 
@@ -171,7 +162,7 @@ def convs(model: nn.Module) -> list[tuple]:
 def test_preset_counts(name, params):
     spec = PRESETS[name]
     assert spec.num_params() == params == count_params(spec.build())
-    assert spec.build().eval()(X).shape == (2, 10)
+    assert spec.build().eval()(X).shape == (1, 10)
 
 
 @pytest.mark.parametrize("max_params", [20_000, 14_089, 14_088, 8_000, 6_000])
@@ -277,7 +268,7 @@ def test_separable_convs_cost_what_they_should():
     model = separable.build()
     depthwise = [m for m in model if isinstance(m, nn.Conv2d) and m.groups > 1]
     assert [(m.in_channels, m.groups, m.bias) for m in depthwise] == [(c, c, None) for c, _ in convs]
-    assert count_params(model) == separable.num_params() and model.eval()(X).shape == (2, 10)
+    assert count_params(model) == separable.num_params() and model.eval()(X).shape == (1, 10)
     assert ArchSpec.from_json(separable.to_json()) == separable
     old = {k: v for k, v in separable.to_dict().items() if k != "separable"}
     assert ArchSpec.from_dict(old).separable is False

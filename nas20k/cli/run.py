@@ -114,6 +114,8 @@ def search(
     pruner: Annotated[str, typer.Option(help=PRUNER_HELP)] = DEFAULT_PRUNER,
     warm_start: Annotated[bool, typer.Option(
         help="Seed a new study with the known designs that fit the budget (scaled where they do not).")] = True,
+    local_search: Annotated[bool, typer.Option(
+        help="Make every third trained trial a neighbour of a top design (one gene changed) instead of TPE's.")] = True,
     confirm_top: Annotated[int, typer.Option(
         help="Then race this many top candidates over more seeds (0: skip; `nas20k confirm` later).")] = TOP,
     confirm_seeds: Annotated[int | None, typer.Option(
@@ -126,7 +128,7 @@ def search(
     """Search architectures and training recipes with Optuna (TPE + pruning) under the budget, then confirm the
     winners on more seeds; resumable (re-run the same command)."""
     settings = _settings(run, trials=trials, budget=Budget(max_params, max_epochs), goal=Goal(goal, target),
-                         pruner=pruner, seed=seed, warm_start=warm_start)
+                         pruner=pruner, seed=seed, warm_start=warm_start, local_search=local_search)
     confirm_seeds = SEEDS.get(goal, 3) if confirm_seeds is None else confirm_seeds  # a bad --goal: refused below
     if confirm_top < 0 or confirm_seeds < 1:
         raise UserError("--confirm-top must be >= 0 and --confirm-seeds >= 1")

@@ -136,7 +136,7 @@ class Reporter:
 
     def line(self, r: TrialRecord) -> str:
         text = f"val {pct(r.val_score)} test {pct(r.test_acc)}" if r.status == "complete" else r.reason
-        who = f"seed {r.seed} of #{r.confirms}" if r.confirms is not None else (r.warm_start or "")
+        who = f"seed {r.seed} of #{r.confirms}" if r.confirms is not None else r.origin
         params = f"{r.params:,}p" if r.params is not None else ""
         return f"#{r.number:<3} {r.status:<9} {params:>8}  {text}  {who}".rstrip()[: self.out.width]
 

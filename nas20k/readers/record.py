@@ -100,6 +100,8 @@ class TrialRecord:
     worker: str | None = None
     warm_start: str | None = None  # the preset a warm-start trial was seeded with
     prune_from: int | None = None  # a warm-start trial: the first epoch the pruner may stop it at (None: never)
+    move: str | None = None  # a local-search trial: the genes its move changed (`core.moves`)
+    move_of: int | None = None  # ... of this trial's candidate
     retry_of: int | None = None  # the interrupted trial this one retrains
     confirms: int | None = None  # in a confirm study: the search trial whose candidate this run re-trains
     seed: int | None = None  # in a confirm study: the training seed of this run
@@ -127,6 +129,11 @@ class TrialRecord:
     @property
     def epochs(self) -> int:
         return len(self.history)
+
+    @property
+    def origin(self) -> str:
+        """Where a search trial's candidate came from, when not from TPE: its warm-start design or its move."""
+        return self.warm_start or (f"{self.move} of #{self.move_of}" if self.move else "")
 
     @property
     def last_val(self) -> float | None:
@@ -174,6 +181,9 @@ def write(trial: optuna.Trial, **attrs: object) -> None:
         raise TypeError(f"not a trial record field: {', '.join(sorted(unknown))}")
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
+
+
+CARRIED = ("warm_start", "prune_from", "move", "move_of")  # what a search trial's retry keeps of its attributes
 
 
 def prune_from(trial: optuna.Trial) -> int | None:

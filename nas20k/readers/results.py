@@ -19,7 +19,7 @@ CONFIRMED = 2  # seeds a candidate needs before its mean counts as confirmed (`b
 COLUMNS = [
     "trial", "status", "params", "epochs", "val_score", "seeds", "mean_val", "sd_val", "test_acc", "test_last3",
     "last_val", "seconds", "macs", "blocks", "transitions", "head", "dropout", "optimizer", "lr", "batch_size",
-    "schedule", "warm_start", "reason",
+    "schedule", "warm_start", "move", "reason",
 ]
 
 
@@ -95,7 +95,8 @@ def trials_frame(recs: list[TrialRecord]) -> pd.DataFrame:
             "head": spec.head if spec else None, "dropout": spec.dropout if spec else None,
             "optimizer": cfg.optimizer if cfg else None, "lr": cfg.lr if cfg else None,
             "batch_size": cfg.batch_size if cfg else None, "schedule": cfg.schedule if cfg else None,
-            "warm_start": r.warm_start or "", "reason": r.reason,
+            "warm_start": r.warm_start or "", "move": r.origin if r.move else "",
+            "reason": r.reason,
         })
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.astype({"params": "Int64", "epochs": "Int64", "seeds": "Int64", "macs": "Int64",

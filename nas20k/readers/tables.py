@@ -17,7 +17,8 @@ def pct(x: float | None, sd: float | None = None) -> str:
 
 
 NARROW = ["trial", "params", "seeds", "mean_val", "sd_val", "test_last3", "epochs", "status"]  # what fits 80 columns
-WIDE = [*NARROW[:-1], "val_score", "seconds", "blocks", "head", "optimizer", "lr", "schedule", "warm_start", "status"]
+WIDE = [*NARROW[:-1], "val_score", "seconds", "blocks", "head", "optimizer", "lr", "schedule", "warm_start", "move",
+        "status"]
 HEADERS = {"mean_val": "mean val", "sd_val": "sd", "test_last3": "test (last 3)", "val_score": "val",
            "warm_start": "warm start"}
 

@@ -13,6 +13,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from nas20k.base.optuna_private import queue_retry, queued_params, storage_of, trial_id
+from nas20k.readers.record import CARRIED
 
 OWNER = "worker"  # the user attr naming the process that runs a trial, "host:pid" (owner_name)
 MAX_RETRY = 2  # a trial whose worker is gone is queued again at most this often (a candidate that kills its worker)
@@ -95,7 +96,7 @@ def requeue(study: optuna.Study, t: FrozenTrial) -> None:
     confirmation's candidate and seed), `retry_of` for our records, and Optuna's own retry marks
     (`RetryHeartbeatStaleTrialCallback.retried_trial_number`/`retry_history`)."""
     a = t.user_attrs
-    kept = ("confirms", "seed", "candidate", "params") if "confirms" in a else ("warm_start", "prune_from")
+    kept = ("confirms", "seed", "candidate", "params") if "confirms" in a else CARRIED
     queue_retry(study, t, {**{k: a[k] for k in kept if k in a}, "retry_of": t.number})
 
 

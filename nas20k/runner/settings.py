@@ -123,6 +123,7 @@ class SearchSettings:
     trials_per_process: int | None = None  # None: the runtime's choice (`worker_groups`)
     seed: int = 0
     warm_start: bool = True
+    local_search: bool = True  # every MOVE_EVERY-th trained trial a neighbour of a top design (`runner.local`)
     device: str = "auto"
     precision: str = "auto"
     cuda_graphs: bool = True

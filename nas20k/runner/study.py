@@ -20,7 +20,8 @@ from nas20k.core.data import check_files, default_data_dir
 from nas20k.core.pruners import make_pruner, pruner_epochs, warm_prune_from
 from nas20k.core.space import params_of, warm_start
 from nas20k.core.zoo import entries
-from nas20k.readers.record import StudyMeta, records
+from nas20k.readers.record import CARRIED, StudyMeta, records
+from nas20k.runner.local import enqueue_move
 from nas20k.runner.lost import OWNER, lose_trial, recover_lost_trials, sibling
 from nas20k.runner.objective import Objective
 from nas20k.runner.settings import SearchSettings
@@ -68,7 +69,7 @@ def _enqueue_retries(study: optuna.Study) -> list[int]:
         return []
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     for r in todo:
-        kept = {k: v for k, v in trials[r.number].user_attrs.items() if k in ("warm_start", "prune_from")}
+        kept = {k: v for k, v in trials[r.number].user_attrs.items() if k in CARRIED}
         study.enqueue_trial(trials[r.number].params, user_attrs={"retry_of": r.number, **kept})
     requeue_behind(study, waiting)
     return [r.number for r in todo]
@@ -126,6 +127,8 @@ def search_worker(w: Worker) -> None:
         running = sum(t.state == TrialState.RUNNING for t in trials)
         if trained_count(trials) + running >= s.trials:
             study.stop()
+        elif s.local_search:
+            enqueue_move(study, w.storage, s.budget.max_params, s.seed)
         elif len(trials) >= MAX_REJECTED_IN_A_ROW and all(r.status == "rejected"
                                                           for r in records(trials[-MAX_REJECTED_IN_A_ROW:])):
             raise BudgetError(f"the last {MAX_REJECTED_IN_A_ROW} candidates were all rejected: "

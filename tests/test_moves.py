@@ -1,0 +1,70 @@
+"""Local search: a move changes only the genes it names and stays inside the budget; a search interleaves moves
+with TPE's trials and records them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import SMALL, cli, load
+from optuna.trial import FixedTrial
+
+from nas20k.core.moves import neighbours
+from nas20k.core.space import params_of, suggest, warm_start
+from nas20k.readers.record import records
+
+
+def genes_named(move: str, parent: dict) -> set[str]:
+    """The genes a move may touch, read from its name alone."""
+    word = move.split()[0]
+    if re.fullmatch(r"b\d_(w\d|pad)|t\d_width", word):
+        return {word}
+    if m := re.fullmatch(r"b(\d)", word):  # +conv / -conv: the count and the block's last width
+        return {f"b{m.group(1)}_convs", *(f"b{m.group(1)}_w{j}" for j in range(1, 5))}
+    if re.fullmatch(r"t\d", word):  # pool <-> squeeze: the transition, its width, and whether squeezes have BN
+        return {word, f"{word}_width", "squeeze_bn"}
+    return {"separable": {"separable"}, "dropout": {"dropout"}, "lr": {f"{parent['optimizer']}_lr"},
+            "rotate": {"rotate"}, "shift": {"translate"}, "batch": {"batch_size"},
+            "schedule": {"schedule", "drop_at"}}[word]
+
+
+@pytest.mark.parametrize("max_params, epochs", [(20_000, 20), (12_000, 12), (5_000, 15), (3_000, 15)])
+def test_a_move_changes_only_the_genes_it_names_and_stays_inside_the_budget(max_params: int, epochs: int):
+    designs = warm_start(epochs, max_params=max_params)
+    assert designs
+    for name, design in designs.items():
+        parent = params_of(design)
+        moves = neighbours(design, max_params)
+        assert len(moves) >= 10, name  # widths, dropout, lr, augmentation, schedule at the least
+        assert len({m for m, _ in moves}) == len(moves)
+        for move, child in moves:
+            changed = {k for k in parent.keys() | child.keys() if parent.get(k) != child.get(k)}
+            assert changed and changed <= genes_named(move, parent), (name, move, changed)
+            built = suggest(FixedTrial(child), epochs, design.train.seed)
+            assert built.spec.num_params() < max_params, (name, move)
+            assert params_of(built) == child
+
+
+def test_a_search_makes_every_third_trained_trial_a_move_of_a_top_design(tmp_path: Path):
+    r = cli("search", "--trials", "7", *SMALL, "--jobs", "1", "--no-warm-start", "--confirm-top", "0", "-q",
+            cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    study = load(tmp_path)
+    recs = records(study.get_trials(deepcopy=False))
+    trained = [x for x in recs if x.trained]
+    moves = [x for x in trained if x.move is not None]
+    assert len(trained) == 7 and len(moves) == 2  # trained trials 3 and 6 (0-based 2 and 5)
+    assert [x.number for x in trained].index(moves[0].number) == 2
+    params = [t.params for t in study.trials]
+    for m in moves:
+        parent = recs[m.move_of]
+        assert parent.status == "complete" and parent.number < m.number
+        assert params.count(study.trials[m.number].params) == 1  # never a candidate tried before
+    table = cli("trials", "--wide", cwd=tmp_path, columns=250).output
+    assert f"of #{moves[0].move_of}" in table
+    r = cli("search", "--trials", "9", *SMALL, "--jobs", "1", "--no-local-search", "--confirm-top", "0", "-q",
+            cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    later = [x for x in records(load(tmp_path).get_trials(deepcopy=False)) if x.number > recs[-1].number]
+    assert later and all(x.move is None for x in later)
