@@ -14,6 +14,7 @@ from nas20k.core.factory import ArchSpec
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("folder", ["best", "smallest"])
 def test_a_committed_export_reloads_and_scores_what_it_says(folder):
     metrics = json.loads((STUDIES / folder / "metrics.json").read_text())

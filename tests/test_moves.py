@@ -6,13 +6,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import optuna
 import pytest
 from conftest import SMALL, cli, load
+from optuna.samplers import RandomSampler
+from optuna.storages import RDBStorage
 from optuna.trial import FixedTrial
 
 from nas20k.core.moves import neighbours
 from nas20k.core.space import params_of, suggest, warm_start
-from nas20k.readers.record import records
+from nas20k.readers.record import records, write
+from nas20k.runner.local import enqueue_move
 
 
 def genes_named(move: str, parent: dict) -> set[str]:
@@ -46,15 +50,45 @@ def test_a_move_changes_only_the_genes_it_names_and_stays_inside_the_budget(max_
             assert params_of(built) == child
 
 
-def test_a_search_makes_every_third_trained_trial_a_move_of_a_top_design(tmp_path: Path):
-    r = cli("search", "--trials", "7", *SMALL, "--jobs", "1", "--no-warm-start", "--confirm-top", "0", "-q",
+def test_moves_are_due_every_third_trained_trial_and_come_from_the_top_designs(tmp_path: Path):
+    storage = RDBStorage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(storage=storage, direction="maximize", sampler=RandomSampler(0))
+    budget = 10**6  # the parents' neighbours all fit: this test is about the schedule, not the budget
+
+    def train(value: float) -> int:  # one trial of whatever is queued, else sampled, told `value`
+        t = study.ask()
+        write(t, candidate=suggest(t, 12).to_dict())
+        study.tell(t, value)
+        return t.number
+
+    assert enqueue_move(study, storage, budget, 0) is None  # nothing to move from
+    train(0.90), train(0.80)
+    queued = enqueue_move(study, storage, budget, 0)
+    assert queued is not None and enqueue_move(study, storage, budget, 0) is None  # one waits: no second
+    move = train(0.85)
+    assert study.trials[move].user_attrs["move_of"] in (0, 1) and f"of #{study.trials[move].user_attrs['move_of']}" \
+        in queued
+    assert enqueue_move(study, storage, budget, 0) is None  # a move just ran
+    train(0.70)
+    assert enqueue_move(study, storage, budget, 0) is None
+    train(0.95)
+    assert enqueue_move(study, storage, budget, 0) is not None
+    nxt = train(0.5)
+    assert study.trials[nxt].user_attrs["move_of"] in (4, 0, 2)  # the three best so far: 0.95, 0.90, 0.85
+    params = [t.params for t in study.trials]
+    assert all(params.count(t.params) == 1 for t in study.trials)  # no candidate twice
+
+
+@pytest.mark.slow
+def test_a_search_makes_its_third_trained_trial_a_move_of_a_top_design(tmp_path: Path):
+    r = cli("search", "--trials", "4", *SMALL, "--jobs", "1", "--no-warm-start", "--confirm-top", "0", "-q",
             cwd=tmp_path)
     assert r.exit_code == 0, r.output
     study = load(tmp_path)
     recs = records(study.get_trials(deepcopy=False))
     trained = [x for x in recs if x.trained]
     moves = [x for x in trained if x.move is not None]
-    assert len(trained) == 7 and len(moves) == 2  # trained trials 3 and 6 (0-based 2 and 5)
+    assert len(trained) == 4 and len(moves) == 1  # the third trained trial
     assert [x.number for x in trained].index(moves[0].number) == 2
     params = [t.params for t in study.trials]
     for m in moves:
@@ -63,7 +97,7 @@ def test_a_search_makes_every_third_trained_trial_a_move_of_a_top_design(tmp_pat
         assert params.count(study.trials[m.number].params) == 1  # never a candidate tried before
     table = cli("trials", "--wide", cwd=tmp_path, columns=250).output
     assert f"of #{moves[0].move_of}" in table
-    r = cli("search", "--trials", "9", *SMALL, "--jobs", "1", "--no-local-search", "--confirm-top", "0", "-q",
+    r = cli("search", "--trials", "6", *SMALL, "--jobs", "1", "--no-local-search", "--confirm-top", "0", "-q",
             cwd=tmp_path)
     assert r.exit_code == 0, r.output
     later = [x for x in records(load(tmp_path).get_trials(deepcopy=False)) if x.number > recs[-1].number]

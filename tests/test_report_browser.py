@@ -50,6 +50,7 @@ def _graphs(dom: str) -> list[str]:
     return dom.split('class="plotly-graph-div')[1:]
 
 
+@pytest.mark.slow
 def test_every_figure_is_drawn_and_the_reason_column_is_in_view(chromium: str, tmp_path: Path) -> None:
     page = write_report(synthetic_study(30), tmp_path / "report.html")
     page.write_text(page.read_text(encoding="utf-8").replace("</body>", MEASURE), encoding="utf-8")
@@ -66,6 +67,7 @@ def test_every_figure_is_drawn_and_the_reason_column_is_in_view(chromium: str, t
     assert measured["heading"] == "reason" and measured["reason"] <= measured["width"]  # never cut off
 
 
+@pytest.mark.slow
 def test_an_empty_study_draws_no_axis(chromium: str, tmp_path: Path) -> None:
     study = _study([_rejected(25000), _rejected(None), create_trial(state=TrialState.FAIL)])
     page = write_report(study, tmp_path / "empty.html")

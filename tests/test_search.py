@@ -134,6 +134,7 @@ def test_smallest_goal_ranks_passing_candidates_by_size():
         Goal("smallest", 99.4).validate()
 
 
+@pytest.mark.slow
 def test_warm_start_trials_are_pruned_only_from_the_epoch_they_were_queued_with(mnist, tmp_path):
     """The lead design (prune_from None) trains to the end; the other warm starts are judged from the last rung
     (epoch 9), after a OneCycle warm-up; a sampled trial from its first report. A pruner that prunes every report
@@ -151,6 +152,7 @@ def test_warm_start_trials_are_pruned_only_from_the_epoch_they_were_queued_with(
     assert other.status == "pruned" and other.epochs == 1 and other.warm_start is None
 
 
+@pytest.mark.slow
 def test_a_search_trial_evaluates_only_the_epochs_the_pruner_or_the_score_read(mnist, tmp_path):
     """ASHA reads epochs 1, 3, 9; the score the last 3: at 12 epochs, epochs 2, 4-8 skip validation (and the
     BatchNorm recalibration before it); the new study's first queued design is trained as it always was."""
@@ -326,6 +328,7 @@ def test_racing_prepares_enqueue_the_warm_start_once(tmp_path):
     assert optuna.get_all_study_names(f"sqlite:///{tmp_path}/w.db") == ["nas20k"]  # the planning lock is gone
 
 
+@pytest.mark.slow
 def test_racing_prepares_with_different_splits_keep_one(tmp_path, monkeypatch):
     """Two pairs of workers start together on a new study, each pair with its own --val-size: the pair that plans
     first records its split, the other pair is refused. Each check waits for the other three to pass theirs: the
@@ -489,6 +492,7 @@ def threaded(tmp_path, trials: int, epochs: int, limit: int) -> SearchSettings:
                     budget=Budget(20_000, epochs), warm_start=False)
 
 
+@pytest.mark.slow
 def test_two_workers_train_as_threads_of_one_process(tmp_path):
     s = threaded(tmp_path, trials=4, epochs=1, limit=1500)
     assert s.execution.groups == [[0, 1]] and "2 workers x 1 thread in 1 process" in s.execution.header()
@@ -500,6 +504,7 @@ def test_two_workers_train_as_threads_of_one_process(tmp_path):
     assert any(b[0] < a[1] for a, b in itertools.pairwise(starts))  # two trials trained at the same time
 
 
+@pytest.mark.slow
 def test_a_signal_stops_every_worker_thread_and_their_trials_are_retrained(tmp_path):
     # No pruner and epochs to spare: a trial must not end on its own (pruned, or in its last epoch) between the
     # look below and the signal, so every trial seen training must end interrupted.

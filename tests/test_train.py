@@ -89,6 +89,7 @@ def test_recalibrated_batchnorm_normalizes_clean_images_with_dropout_off(mnist):
         assert m.momentum == 0.1  # restored: training goes on with torch's running averages
 
 
+@pytest.mark.slow
 def test_recalibration_changes_the_evaluation_not_the_training(mnist):
     """The same seed with and without it trains identically (same losses, same weights); only BatchNorm's
     buffers and what the val accuracy is measured with differ."""
