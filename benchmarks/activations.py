@@ -9,11 +9,13 @@ test accuracy (both means of the last 3 epochs). Choose by val; test is reported
 
     python benchmarks/activations.py --storage sqlite:///studies/reference/nas20k-quiet.db --study-name nas20k-quiet \
         --trial 35 [--seeds 5] [--rerun-relu] [--jobs 2] [--data-dir ../shared/data]
+    python benchmarks/activations.py --smoke  # that trial, 1 seed, 1 epoch on 512 images: a test
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import optuna
 from side_by_side import compare, mean_sd
@@ -23,17 +25,28 @@ from nas20k.core.data import default_data_dir
 from nas20k.core.runtime import resolve
 from nas20k.readers.record import search_records
 
+SMOKE_STORAGE = f"sqlite:///{Path(__file__).resolve().parents[1]}/studies/reference/nas20k-quiet.db"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--storage", required=True)
-    parser.add_argument("--study-name", required=True)
-    parser.add_argument("--trial", type=int, required=True)
+    parser.add_argument("--storage")
+    parser.add_argument("--study-name")
+    parser.add_argument("--trial", type=int)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--rerun-relu", action="store_true")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--smoke", action="store_true", help="the smallest setting (a test): trial 35 of "
+                        "studies/reference/nas20k-quiet.db unless given, 1 seed, 1 epoch on 512 images")
     args = parser.parse_args()
+    if args.smoke:  # trial 35 of nas20k-quiet unless given
+        args.storage = args.storage or SMOKE_STORAGE
+        args.study_name = args.study_name or "nas20k-quiet"
+        args.trial = 35 if args.trial is None else args.trial
+        args.seeds = 1
+    if None in (args.storage, args.study_name, args.trial):
+        parser.error("--storage, --study-name and --trial are required (or --smoke)")
     study = optuna.load_study(study_name=args.study_name, storage=args.storage)
     record = next(r for r in search_records(study) if r.number == args.trial)
     recorded = sorted(record.seeds, key=lambda s: s.seed)[:args.seeds]
@@ -44,7 +57,8 @@ def main() -> None:
     activations = ["relu", "silu", "gelu"] if args.rerun_relu else ["silu", "gelu"]
     variants = {a: (lambda c, m=spec(activation=a): (m(c), runtime)) for a in activations}
     design = f"#{args.trial} ({record.params:,} params)"
-    compare({design: record.candidate}, variants, args.seeds, args.jobs, str(args.data_dir or default_data_dir()))
+    compare({design: record.candidate}, variants, args.seeds, args.jobs, str(args.data_dir or default_data_dir()),
+            smoke=args.smoke)
     if not args.rerun_relu:
         print(f"| {design} | relu, as recorded | {len(recorded)} | {mean_sd([s.val_score for s in recorded])} "
               f"| {mean_sd([s.test_acc_last3 for s in recorded])} | - |")

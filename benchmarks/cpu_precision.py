@@ -9,7 +9,7 @@ recalibration take (what evaluating only the epochs the pruner reads saves). The
 ratios: the cheap masks against torch's, then the runtime's choice against fp32. Where the CPU has no hardware bf16
 it says so in one line and exits 0.
 
-    python benchmarks/cpu_precision.py [--batches 60] [--repeats 3] [--data-dir ../shared/data]
+    python benchmarks/cpu_precision.py [--batches 60] [--repeats 3] [--data-dir ../shared/data] [--smoke]
 """
 
 from __future__ import annotations
@@ -52,7 +52,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--smoke", action="store_true",
+                        help="the smallest setting (a test): the seed preset only, 2 batches, 1 repeat")
     args = parser.parse_args()
+    if args.smoke:
+        args.batches, args.repeats = 2, 1
     if not cpu_has_bf16():
         print("this CPU has no hardware bf16 (AVX512-BF16 or AMX): --precision auto trains in fp32 here, "
               "nothing to compare")
@@ -64,6 +68,8 @@ def main() -> None:
     specs = {"seed": PRESETS["seed"], "firekind-6174": PRESETS["firekind-6174"],
              "winner": ArchSpec.load(ROOT / "studies" / "best" / "spec.json"),
              "nas20k-16424": PRESETS["nas20k-16424"], "separable-3680": PRESETS["nas20k-separable-3680"]}
+    if args.smoke:
+        specs = {"seed": specs["seed"]}
     torch_dropout = replace(chosen, cheap_dropout=False)
     cores = torch.get_num_threads()
     print(f"torch {torch.__version__}, {cores} threads available; fp32 vs {chosen.describe()} (the runtime's choice), "

@@ -8,7 +8,7 @@ the time the command actually had left (to the last confirmation run's end). Pri
 error of the estimate's midpoint last.
 
     python benchmarks/eta.py [--storage sqlite:///studies/reference/nas20k-laptop.db] [--study nas20k-laptop]
-                             [--top 3] [--seeds 3] [--workers 2] [--at 5 15 30 45 60]
+                             [--top 3] [--seeds 3] [--workers 2] [--at 5 15 30 45 60] [--smoke]
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--at", type=float, nargs="+", default=[5, 15, 30, 45, 60])
+    parser.add_argument("--smoke", action="store_true", help="the smallest setting (a test): minute 5 only")
     args = parser.parse_args()
+    if args.smoke:
+        args.at = [5]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = optuna.load_study(study_name=args.study, storage=args.storage)
     confirm = optuna.load_study(study_name=args.study + CONFIRM_SUFFIX, storage=args.storage)

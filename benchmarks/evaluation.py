@@ -9,7 +9,7 @@ does to a score: recalibration averages the statistics of 10 or 20 batches of th
 per image. The others are freshly initialised (the time does not depend on the weights). The last line is the
 geometric-mean ratio of the seconds.
 
-    python benchmarks/evaluation.py [--repeats 3] [--data-dir ../shared/data]
+    python benchmarks/evaluation.py [--repeats 3] [--data-dir ../shared/data] [--smoke]
 """
 
 from __future__ import annotations
@@ -44,18 +44,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--smoke", action="store_true",
+                        help="the smallest setting (a test): the winner only, 1 repeat, 512 images per split")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    data = load_mnist(str(args.data_dir or default_data_dir()), val_size=5000, limit=RECALIBRATE_IMAGES, download=False)
+    size, limit = (512, 512) if args.smoke else (5000, RECALIBRATE_IMAGES)
+    data = load_mnist(str(args.data_dir or default_data_dir()), val_size=size, limit=limit, download=False)
     runtime = resolve("cpu", "auto")
     layout = torch.channels_last if runtime.channels_last else torch.contiguous_format
     specs = {"seed": PRESETS["seed"], "firekind-6174": PRESETS["firekind-6174"],
              "winner": ArchSpec.load(ROOT / "studies" / "best" / "spec.json"),
              "nas20k-14568": PRESETS["nas20k-14568"], "nas20k-16424": PRESETS["nas20k-16424"],
              "separable-3680": PRESETS["nas20k-separable-3680"]}
+    if args.smoke:
+        specs, args.repeats = {"winner": specs["winner"]}, 1
     print(f"torch {torch.__version__}, 1 thread, {runtime.describe()} layout; an evaluated epoch (recalibration on "
-          f"{RECALIBRATE_IMAGES:,} images, val {len(data.val):,}, test {len(data.test):,}) at batches of {BEFORE:,} "
-          f"and {EVAL_BATCH_CPU:,}")
+          f"{min(RECALIBRATE_IMAGES, len(data.train)):,} images, val {len(data.val):,}, test {len(data.test):,}) at "
+          f"batches of {BEFORE:,} and {EVAL_BATCH_CPU:,}")
     ratios = []
     for name, spec in specs.items():
         torch.manual_seed(0)

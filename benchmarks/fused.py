@@ -10,6 +10,7 @@ Eager on both sides; `--device cuda` runs it on a GPU (there the search's own st
 whether fusing pays before graphs; not yet measured).
 
     python benchmarks/fused.py [--replicates 3] [--batches 40] [--repeats 3] [--device cpu] [--data-dir ../shared/data]
+                               [--smoke]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from fused_nets import build_fused, fuse_inputs, fuse_states, fused_loss
 
-from nas20k.core.data import Split, augment, batches, load_mnist
+from nas20k.core.data import Split, augment, batches, default_data_dir, load_mnist
 from nas20k.core.factory import PRESETS, ArchSpec
 from nas20k.core.recipe import TrainConfig
 from nas20k.core.train import _optimizer
@@ -81,11 +82,15 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=40, help="batches of 128 per replicate")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--smoke", action="store_true",
+                        help="the smallest setting (a test): 2 replicates x 3 batches, 1 repeat")
     args = parser.parse_args()
+    if args.smoke:
+        args.replicates, args.batches, args.repeats = 2, 3, 1
     torch.set_num_threads(1)
-    train = load_mnist(args.data_dir, val_size=500, limit=args.batches * CFG.batch_size, download=False,
-                       device=args.device).train
+    train = load_mnist(str(args.data_dir or default_data_dir()), val_size=500, limit=args.batches * CFG.batch_size,
+                       download=False, device=args.device).train
     n, images = args.replicates, args.replicates * args.batches * CFG.batch_size
     print(f"torch {torch.__version__}, {args.device}, 1 thread; {n} replicates x {args.batches} batches of "
           f"{CFG.batch_size} ({images:,} images per side), best of {args.repeats}")

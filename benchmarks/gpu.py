@@ -12,7 +12,7 @@ prints one line and exits 0).
     MPS), against (3)'s one worker;
 then the ratios, last.
 
-    python benchmarks/gpu.py [--data-dir ../shared/data] [--quick] [--out results.json]
+    python benchmarks/gpu.py [--data-dir ../shared/data] [--quick] [--smoke] [--out results.json]
 """
 
 from __future__ import annotations
@@ -116,13 +116,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a 4-epoch trial and 3 worker epochs instead of 20 and 6 "
                              "(the full run took 116 s on an H200)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the smallest setting (a test): a 1-epoch trial, 2 worker epochs, 1 and 2 workers")
     parser.add_argument("--out", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device: benchmarks/gpu.py measures the GPU path; nothing to do")
         return
     root = str(args.data_dir or default_data_dir())
-    trial_epochs, worker_epochs = (4, 3) if args.quick else (20, 6)
+    trial_epochs, worker_epochs = (1, 2) if args.smoke else (4, 3) if args.quick else (20, 6)
+    workers = (1, 2) if args.smoke else WORKERS
     results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "quick": args.quick,
                      "mps": mps_running()}
     print(f"{results['device']}, torch {torch.__version__}, seed net {PRESETS['seed'].num_params():,} params, "
@@ -145,12 +148,12 @@ def main() -> None:
     torch.cuda.empty_cache()
 
     steps = (worker_epochs - 1) * WORKER_IMAGES // 128
-    for n in WORKERS:
+    for n in workers:
         rate = concurrent(root, n, worker_epochs)
         results[f"workers_{n}_img_s"] = rate
         print(f"(3) {n} worker(s), firekind-6174 graphed, {steps} timed steps of 128 each: {rate:,.0f} img/s",
               flush=True)
-    for n in WORKERS[1:]:
+    for n in workers[1:]:
         rate = threaded(root, n, worker_epochs)
         results[f"threads_{n}_img_s"] = rate
         print(f"(4) {n} worker threads in one process, own CUDA streams, the same runs: {rate:,.0f} img/s", flush=True)
@@ -159,8 +162,8 @@ def main() -> None:
         "step_speedup_128": results["step_ms_128"]["eager"] / results["step_ms_128"]["graphed"],
         "step_speedup_512": results["step_ms_512"]["eager"] / results["step_ms_512"]["graphed"],
         "trial_speedup": results["trial_eager"]["seconds"] / results["trial_graphed"]["seconds"],
-        **{f"workers_{n}_vs_1": results[f"workers_{n}_img_s"] / results["workers_1_img_s"] for n in WORKERS[1:]},
-        **{f"threads_{n}_vs_1": results[f"threads_{n}_img_s"] / results["workers_1_img_s"] for n in WORKERS[1:]},
+        **{f"workers_{n}_vs_1": results[f"workers_{n}_img_s"] / results["workers_1_img_s"] for n in workers[1:]},
+        **{f"threads_{n}_vs_1": results[f"threads_{n}_img_s"] / results["workers_1_img_s"] for n in workers[1:]},
     }
     results["ratios"] = ratios
     if args.out:

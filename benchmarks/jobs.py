@@ -4,7 +4,7 @@ Trains the same candidate for the same number of batches (a) in one process usin
 threads (`--jobs 1`), then (b) in N processes with cores/N threads each, all at once (`--jobs N`,
 as the search runs its workers). Prints img/s for each and the ratio b/a as the last line.
 
-    python benchmarks/jobs.py [--jobs 2] [--batches 150] [--preset small] [--data-dir ../shared/data]
+    python benchmarks/jobs.py [--jobs 2] [--batches 150] [--preset small] [--data-dir ../shared/data] [--smoke]
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=150, help="batches of 128 per process")
     parser.add_argument("--preset", default="small", choices=list(PRESETS))
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--smoke", action="store_true", help="the smallest setting (a test): 4 batches")
     args = parser.parse_args()
+    if args.smoke:
+        args.batches = 4
     root = str(args.data_dir or default_data_dir())
     cores = len(os.sched_getaffinity(0))
     images = args.batches * 128

@@ -9,7 +9,7 @@ one thread each (what a 2-core search does). The CPU path is deterministic per s
 measured before can be left out (`--variants`, `--designs`) and its rows read from the log.
 
     python benchmarks/precision_parity.py [--seeds 3] [--jobs 2] [--variants fp32,bf16,bf16+masks]
-        [--designs firekind,winner,separable] [--data-dir ../shared/data]
+        [--designs firekind,winner,separable] [--data-dir ../shared/data] [--smoke]
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(PRECISIONS))
     parser.add_argument("--designs", default="firekind,winner")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--smoke", action="store_true", help="the smallest setting (a test): the first design under "
+                        "the first two variants, 1 seed, 1 epoch on 512 images")
     args = parser.parse_args()
     known = designs()
     unknown = [name for name in [*args.variants.split(","), *args.designs.split(",")]
@@ -56,7 +58,7 @@ def main() -> None:
                      f"designs: {', '.join(known)})")
     variants = {p: lambda c, rt=PRECISIONS[p]: (c, rt) for p in args.variants.split(",")}
     chosen = dict(known[name] for name in args.designs.split(","))
-    compare(chosen, variants, args.seeds, args.jobs, str(args.data_dir or default_data_dir()))
+    compare(chosen, variants, args.seeds, args.jobs, str(args.data_dir or default_data_dir()), smoke=args.smoke)
 
 
 if __name__ == "__main__":

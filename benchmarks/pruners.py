@@ -7,15 +7,18 @@ the epochs spent (and minutes) until the first completed candidate with val scor
 optimizer/schedule families were trained and how many got past the first rung, and the best val score.
 
     python benchmarks/pruners.py --epochs 150 --out-dir studies/reference/pruners
+    python benchmarks/pruners.py --smoke  # asha alone, until 1 epoch on 512 images, in a temporary folder: a test
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,7 +91,13 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("studies/pruners"))
     parser.add_argument("--summarize-only", action="store_true",
                         help="print the table of the databases already in --out-dir")
+    parser.add_argument("--smoke", action="store_true", help="the smallest setting (a test): asha alone, until 1 "
+                        "epoch, on 512 images, 2 epochs at most, in a temporary --out-dir unless given")
     args = parser.parse_args()
+    temporary = args.smoke and args.out_dir == parser.get_default("out_dir")
+    if args.smoke:
+        args.pruners, args.epochs, args.limit, args.max_epochs = ["asha"], 1, 512, 2
+        args.out_dir = Path(tempfile.mkdtemp(prefix="pruners-smoke-")) if temporary else args.out_dir
     args.out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for pruner in args.pruners:
@@ -107,6 +116,8 @@ def main() -> None:
         best = "-" if r["best_val"] is None else f"{r['best_val']:.2%}"
         print(f"| {r['pruner']} | {r['trained']} | {r['complete']} | {r['epochs']} ({r['minutes']:.1f}) | {first} "
               f"| {r['families']} ({r['families_past_rung']}) | {best} |")
+    if temporary:
+        shutil.rmtree(args.out_dir)
 
 
 if __name__ == "__main__":

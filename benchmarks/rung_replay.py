@@ -10,6 +10,7 @@ and which of the study's top 3 complete trials by val score each rung would have
 is the control: the recorded search kept them, in its own order and with its own pruner).
 
     python benchmarks/rung_replay.py studies/reference/nas20k.db studies/reference/small8k-gpu.db ...
+    python benchmarks/rung_replay.py --smoke  # studies/reference/smallest-992.db alone: a test
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from nas20k.readers.record import CONFIRM_SUFFIX
+
+SMOKE_DB = Path(__file__).resolve().parents[1] / "studies" / "reference" / "smallest-992.db"
 
 
 def reached_at(t: FrozenTrial, epoch: int) -> float:
@@ -47,8 +50,13 @@ def replay(trials: list[FrozenTrial], epoch: int) -> set[int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dbs", nargs="+", type=Path, help="SQLite study files")
+    ap.add_argument("dbs", nargs="*", type=Path, help="SQLite study files")
+    ap.add_argument("--smoke", action="store_true", help=f"the smallest setting (a test): {SMOKE_DB.name} unless given")
     args = ap.parse_args()
+    if args.smoke and not args.dbs:
+        args.dbs = [SMOKE_DB]
+    if not args.dbs:
+        ap.error("give at least one SQLite study file (or --smoke)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     totals = {"reached 9": 0, "pruned at 6": 0, "pruned at 9": 0, "disagree": 0, "epochs saved": 0,
               "top 3 pruned at 6": 0, "top 3 pruned at 9": 0}

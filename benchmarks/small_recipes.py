@@ -33,6 +33,7 @@ Choose by val; test is reported, never read to choose.
     python benchmarks/small_recipes.py [--moves recipe|augmentation|lighter|schedule|padding|widths|
                                        activation|separable|separable-up[-in-space]|best|none]
                                        [--val-size 5000] [--seeds 5] [--jobs 2] [--data-dir ../shared/data]
+                                       [--smoke]
 """
 
 from __future__ import annotations
@@ -137,12 +138,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--smoke", action="store_true",
+                        help="the smallest setting (a test): the set's first two moves, 1 seed, 1 epoch on 512 images")
     args = parser.parse_args()
     base = warm_start(15, 0, 3800)["nas20k-5826-scaled"]
     runtime = resolve("cpu", "auto")
     variants = {name: (lambda c, m=m: (m(c), runtime)) for name, m in MOVES[args.moves].items()}
     compare({"nas20k-5826-scaled": base}, variants, args.seeds, args.jobs, str(args.data_dir or default_data_dir()),
-            args.val_size)
+            args.val_size, smoke=args.smoke)
 
 
 if __name__ == "__main__":

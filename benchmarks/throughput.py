@@ -6,7 +6,7 @@
     augmentation per batch, the same seed spec, batch size and number of batches.
 Prints img/s for each, the seed model's MACs per image, and the ratio b/a as the last line.
 
-    python benchmarks/throughput.py [--batches 200] [--data-dir ../shared/data] [--compile]
+    python benchmarks/throughput.py [--batches 200] [--data-dir ../shared/data] [--compile] [--smoke]
 """
 
 from __future__ import annotations
@@ -72,7 +72,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200, help="timed batches of 128 per pipeline")
     parser.add_argument("--data-dir", default=None, help="MNIST root (default: $NAS20K_DATA_DIR or the cache dir)")
     parser.add_argument("--compile", action="store_true", help="also time nas20k's trainer with torch.compile")
+    parser.add_argument("--smoke", action="store_true", help="the smallest setting (a test): 4 batches")
     args = parser.parse_args()
+    if args.smoke:
+        args.batches = 4
     root = str(args.data_dir or default_data_dir())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     spec = PRESETS["seed"]

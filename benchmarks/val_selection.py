@@ -7,7 +7,7 @@ val score; reported: how often that pick is the design with the best 5-seed mean
 mean test (the held-out outcome a user gets), and the rank correlation between k-seed val means and 5-seed test
 means over the 14 designs. Test accuracy is only read here, to judge the selection rule; nas20k never selects on it.
 
-    python benchmarks/val_selection.py [--study small8k-gpu]
+    python benchmarks/val_selection.py [--study small8k-gpu] [--smoke]
 
 With `--split`: how much of a val score's spread over seeds a larger split would remove. Over every design in the
 committed studies trained on >= 3 seeds with test recorded, the seeds' deviations from their design's mean give a
@@ -93,7 +93,10 @@ def main() -> None:
     parser.add_argument("--study", default="small8k-gpu")
     parser.add_argument("--split", action="store_true", help="the split-size analysis instead")
     parser.add_argument("--max-params", type=int, default=10_000, help="with --split: designs under this size")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the smallest setting (a test): the selection replay on one study, which takes seconds")
     args = parser.parse_args()
+    args.split = args.split and not args.smoke
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if args.split:
         split_noise(args.max_params)
