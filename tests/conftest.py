@@ -42,6 +42,16 @@ def nas20k(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None)
                           text=True, timeout=timeout)
 
 
+def server_url(var: str, what: str) -> str:
+    """The URL of a real database server the test needs, from $`var`: CI must provide it (.ci/run starts each);
+    elsewhere the test is skipped, saying what to set."""
+    if url := os.environ.get(var):
+        return url
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must provide {what} in {var} (.ci/run starts one)")
+    pytest.skip(f"set {var} to the URL of {what} to run this test against it (.ci/run does)")
+
+
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
     """Start the CLI in the background (to signal or kill it)."""
     env = {**os.environ, "NAS20K_DATA_DIR": str(DATA_DIR), "COLUMNS": "200"}

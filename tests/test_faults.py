@@ -1,12 +1,11 @@
 """A search survives a SIGKILLed worker and shares a study with other workers (PostgreSQL).
 Ctrl-C and SIGTERM: tests/test_signals.py."""
 
-import os
 import uuid
 
 import optuna
 import pytest
-from conftest import LONGER, cli, load, start, status, trained, training_now, wait_for
+from conftest import LONGER, cli, load, server_url, start, status, trained, training_now, wait_for
 from optuna.trial import TrialState
 
 pytestmark = pytest.mark.slow  # real processes and searches
@@ -36,11 +35,7 @@ def test_a_sigkilled_worker_leaves_no_zombie_and_its_trial_is_retried(tmp_path):
 
 
 def test_two_workers_share_a_postgresql_study(tmp_path):
-    url = os.environ.get("NAS20K_TEST_POSTGRES")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide a PostgreSQL server in NAS20K_TEST_POSTGRES (.ci/run starts one)")
-        pytest.skip("set NAS20K_TEST_POSTGRES=postgresql://user:pw@host/db to run against a real server (.ci/run does)")
+    url = server_url("NAS20K_TEST_POSTGRES", "a PostgreSQL server (postgresql://user:pw@host/db)")
     name = f"pg-{uuid.uuid4().hex[:8]}"
     args = ["search", "--trials", "6", *LONGER, "--max-epochs", "2", "--storage", url, "--study-name", name,
             "--artifacts", str(tmp_path / "artifacts"), "--confirm-top", "0", "--jobs", "1", "-q"]

@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -27,8 +28,8 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from nas20k.runner.lost import MAX_RETRY, owner_name, recover_lost_trials
-from nas20k.runner.outage import Outage, StorageUnavailable, gave_up, patient
-from nas20k.runner.storage import open_storage, redact
+from nas20k.runner.outage import Outage, StorageUnavailable, gave_up, is_transient, patient, server_full
+from nas20k.runner.storage import StorageError, open_storage, redact
 
 # --- the retry, on a fake storage -------------------------------------------------------------------------------
 
@@ -51,7 +52,8 @@ class FakeStorage:
         return f"trial {trial_id}"
 
 
-def fake(failures: int, error: Exception, patience: float) -> tuple[FakeStorage, list[float], io.StringIO]:
+def fake(failures: int, error: Exception, patience: float,
+         retry_if: Callable[[BaseException], bool] = is_transient) -> tuple[FakeStorage, list[float], io.StringIO]:
     """A patient fake storage whose waits advance a fake clock (no real sleeping); its stderr lines."""
     now, slept, lines = [0.0], [], io.StringIO()
 
@@ -60,7 +62,8 @@ def fake(failures: int, error: Exception, patience: float) -> tuple[FakeStorage,
         now[0] += seconds
 
     storage = patient(FakeStorage)(failures, error)
-    storage.outage = Outage("postgresql://u:***@db/x", patience, sleep=sleep, clock=lambda: now[0], stream=lines)
+    storage.outage = Outage("postgresql://u:***@db/x", patience, retry_if=retry_if, sleep=sleep, clock=lambda: now[0],
+                            stream=lines)
     return storage, slept, lines
 
 
@@ -122,6 +125,52 @@ def test_past_the_window_the_call_gives_up():
         storage.get_trial(1)
     assert slept[:5] == [0.5, 1, 2, 4, 4] and max(slept) == 4 and sum(slept) == 30
     assert lines.getvalue().count("\n") == 1  # the "retrying" line; the give-up line is the command's
+
+
+def too_many_clients(message: str = "FATAL:  sorry, too many clients already") -> StorageInternalError:
+    """A full server, as Optuna's storage raises it when a session cannot get a connection."""
+    error = StorageInternalError("An exception is raised during the commit.")
+    error.__cause__ = sqlalchemy.exc.OperationalError("connect", {}, Exception(f"connection failed: {message}"))
+    return error
+
+
+def test_a_full_server_is_told_from_a_server_down():
+    assert server_full(too_many_clients())
+    assert server_full(too_many_clients("remaining connection slots are reserved for non-replication superuser "
+                                        "connections"))
+    assert server_full(too_many_clients("ERROR:  query_wait_timeout"))  # PgBouncer: no server connection came
+    assert not server_full(refused()) and not server_full(wrapped())
+
+
+def test_a_full_server_is_waited_for_and_past_the_patience_named_with_its_fixes():
+    storage, slept, lines = fake(2, too_many_clients(), patience=60)
+    assert storage.get_trial(3) == "trial 3"
+    assert lines.getvalue().splitlines() == [
+        "database server full (too many clients): waiting up to 60 s for a free connection", "storage back after 2 s"]
+    storage, _, _ = fake(10**6, too_many_clients(), patience=5)
+    with pytest.raises(StorageUnavailable) as e:
+        storage.get_trial(3)
+    assert "full (too many clients)" in str(e.value)
+    assert all(fix in str(e.value) for fix in ("max_connections", "PgBouncer", "--jobs"))
+
+
+def test_a_commands_first_contact_waits_for_a_full_server_only():
+    """A URL that never answered is more likely a typo than an outage: refused at once; full: waited for."""
+    storage, slept, _ = fake(1, refused(), patience=60, retry_if=server_full)
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        storage.get_trial(1)
+    assert not slept
+    storage, slept, _ = fake(1, too_many_clients(), patience=60, retry_if=server_full)
+    assert storage.get_trial(1) == "trial 1" and slept == [0.5]
+
+
+def test_an_old_schema_is_named_with_its_fix(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    open_storage(url)
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = 'v3.0.0.a'")
+    with pytest.raises(StorageError, match=r"schema v3\.0\.0\.a, .*optuna storage upgrade"):
+        open_storage(url)
 
 
 def test_a_storage_that_gives_up_inside_optunas_tell_is_recognised(tmp_path, monkeypatch):

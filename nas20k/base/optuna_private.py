@@ -6,7 +6,7 @@ A leaf module: readers and runner both use it. If Optuna grows a public way, the
 from __future__ import annotations
 
 import optuna
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 
@@ -14,6 +14,12 @@ def storage_of(study: optuna.Study) -> BaseStorage:
     """`Study._storage`: a loaded study has no public accessor for its storage, which we need to open its sibling
     studies (the `:confirm` runs, the planning lock) on the same connection pool instead of a second engine."""
     return study._storage
+
+
+def rdb_of(study: optuna.Study) -> BaseStorage:
+    """The RDB storage under `Study._storage` (`_CachedStorage._backend` for an RDBStorage): a search's single
+    worker trains on the command's own storage, so a machine holds one connection pool, not two."""
+    return getattr(study._storage, "_backend", study._storage)
 
 
 def requeue_behind(study: optuna.Study, waiting: list[FrozenTrial]) -> None:
@@ -28,8 +34,12 @@ def requeue_behind(study: optuna.Study, waiting: list[FrozenTrial]) -> None:
             continue
         storage.set_trial_user_attr(t._trial_id, "status", "requeued")
         if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-            study.enqueue_trial(queued_params(t),
-                                user_attrs={k: v for k, v in t.user_attrs.items() if k != "status"})
+            enqueue_again(study, t)
+
+
+def enqueue_again(study: optuna.Study, t: FrozenTrial) -> None:
+    """Queue `t`'s parameters and attributes (not its status) again, as a new WAITING trial."""
+    study.enqueue_trial(queued_params(t), user_attrs={k: v for k, v in t.user_attrs.items() if k != "status"})
 
 
 def trial_id(trial: FrozenTrial) -> int:
@@ -75,3 +85,17 @@ def stale_trial_ids(base: type, storage: BaseStorage, study_id: int) -> list[int
     """`RDBStorage._get_stale_trial_ids`: the trials `fail_stale_trials` is about to fail; `outage.patient` marks
     each with why before it does."""
     return getattr(base, STALE_TRIAL_IDS)(storage, study_id)
+
+
+def check_schema(storage: RDBStorage) -> None:
+    """What `RDBStorage(..., skip_compatibility_check=False)` checks, one connection at a time. Optuna's check holds
+    a session's connection while it opens a second: a process whose pool is one connection (a reader, a parent of
+    worker processes) waits 30 s for itself and fails, and processes starting together through a pooler's few
+    server connections each hold one and wait for another (PgBouncer's query_wait_timeout). Needs the storage's
+    `_version_manager`, which holds the check."""
+    versions = storage._version_manager
+    current, head = versions.get_current_version(), versions.get_head_version()
+    if current != head:
+        fix = ("run `optuna storage upgrade --storage URL`" if current in versions.get_all_versions()
+               else "update Optuna (`pip install -U optuna`)")
+        raise RuntimeError(f"the database's tables are Optuna schema {current}, this Optuna reads {head}: {fix}")

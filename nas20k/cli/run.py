@@ -45,10 +45,11 @@ def _running_on(settings: SearchSettings) -> None:
 
 def _run(settings: SearchSettings, task: Any, study: optuna.Study, reporter: Any) -> None:
     """Run the workers; a signal ends the command with the line that says how to continue."""
+    from nas20k.base.optuna_private import rdb_of
     from nas20k.runner.workers import BudgetError, WorkerError, run_workers
 
     try:
-        run_workers(settings, task, lambda: study.get_trials(deepcopy=False), reporter)
+        run_workers(settings, task, lambda: study.get_trials(deepcopy=False), reporter, rdb_of(study))
     except KeyboardInterrupt:
         reporter.stop()
         err.print(f"interrupted: study {settings.study_name!r} is saved; its interrupted trial trains first next time.")

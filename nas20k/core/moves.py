@@ -40,8 +40,9 @@ def _edits(p: dict) -> list[tuple[str, dict]]:
         elif re.fullmatch(r"b\d_pad", key):
             out.append((f"{key} {1 - value}", {key: 1 - value}))
         elif re.fullmatch(r"t\d", key):
+            squeeze = {key: "squeeze", f"{key}_width": 8, "squeeze_bn": p.get("squeeze_bn", True)}
             out.append((f"{key} pool", {key: "pool", f"{key}_width": None}) if value == "squeeze"
-                       else (f"{key} squeeze", {key: "squeeze", f"{key}_width": 8, "squeeze_bn": p.get("squeeze_bn", True)}))
+                       else (f"{key} squeeze", squeeze))
     for b in range(1, p["blocks"] + 1):
         n, widths = p[f"b{b}_convs"], sorted(k for k in p if re.fullmatch(rf"b{b}_w\d", k))
         if n < 3 and widths:

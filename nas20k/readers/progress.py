@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial
 from rich.console import Console
 
-from nas20k.readers.record import TrialRecord, records
+from nas20k.readers.record import NOT_RUN, TrialRecord, records
 from nas20k.readers.tables import pct
 
 MIN_FINISHED = 3  # sampled trials finished before their mean epochs replaces the prior
@@ -142,7 +142,7 @@ class Reporter:
 
     def __call__(self, trials: list[FrozenTrial]) -> None:
         recs = records(trials)
-        finished = [r for r in recs if r.number not in self.seen and r.status not in ("running", "waiting", "requeued")]
+        finished = [r for r in recs if r.number not in self.seen and r.status not in NOT_RUN]
         for r in finished:
             self.seen.add(r.number)
             if not self.quiet:

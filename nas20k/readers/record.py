@@ -19,7 +19,11 @@ from nas20k.base.optuna_private import storage_of
 from nas20k.core.data import DataSplit
 from nas20k.core.space import Candidate
 
-STATUSES = ("complete", "pruned", "rejected", "diverged", "interrupted", "failed", "running", "waiting", "requeued")
+STATUSES = ("complete", "pruned", "rejected", "diverged", "interrupted", "failed", "running", "waiting", "requeued",
+            "surplus")
+# Trials that never trained nor will: "surplus", one started by a worker at the moment another's made the study's
+# --trials (a queued design in it is queued again).
+NOT_RUN = ("running", "waiting", "requeued", "surplus")
 TRAINED = ("complete", "pruned", "diverged")  # the statuses that count against --trials
 SCORE_EPOCHS = 3  # a run's score is the mean validation accuracy of its last 3 epochs, not a lucky peak
 _STATE_STATUS = {TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}

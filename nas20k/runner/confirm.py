@@ -103,15 +103,15 @@ def open_confirm_study(settings: SearchSettings) -> tuple[optuna.Study, optuna.S
     """Check the data and storage, and return the search study and its `:confirm` study (created if new)."""
     settings.validate()
     check_files(Path(settings.data_dir) if settings.data_dir else default_data_dir(), settings.download)
-    study = load_study(settings.storage_url, settings.study_name)
+    storage = open_storage(settings.storage_url, settings.heartbeat, settings.storage_patience, "confirm: ",
+                           wait_to_open=False, connections=settings.execution.command_connections)
+    study = load_study(settings.storage_url, settings.study_name, storage)
     StudyMeta.check(study, data=settings.data_split)  # its runs are ranked with the search's
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)  # a confirm may write its weights to a new folder
-    confirm = optuna.create_study(study_name=settings.study_name + CONFIRM_SUFFIX,
-                                  storage=open_storage(settings.storage_url, settings.heartbeat,
-                                                       settings.storage_patience, "confirm: ", wait_to_open=False),
+    confirm = optuna.create_study(study_name=settings.study_name + CONFIRM_SUFFIX, storage=storage,
                                   direction="maximize", load_if_exists=True, pruner=optuna.pruners.NopPruner())
     confirm.set_metric_names(["val score"])
-    with planning_lock(open_storage(settings.storage_url), settings.study_name):
+    with planning_lock(storage, settings.study_name):
         optuna.storages.fail_stale_trials(confirm)  # runs of killed workers, silent for two heartbeats: retried
     return study, confirm
 

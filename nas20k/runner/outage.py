@@ -35,10 +35,39 @@ class StorageUnavailable(UserError):
     """The storage stayed unreachable for longer than --storage-patience: the run stops (docs/reliability.md)."""
 
 
-def gave_up_message(where: str, patience: float) -> str:
-    """`where`: the storage URL without its password (`storage.redact`)."""
+def gave_up_message(where: str, patience: float, full: bool = False) -> str:
+    """`where`: the storage URL without its password (`storage.redact`); `full`: the server refused for want of
+    connection slots, not because it was down."""
+    if full:
+        return (f"database server {where} full (too many clients) for --storage-patience {patience:g} s; stopped. "
+                "Raise its max_connections, put a pooler in front of it (PgBouncer, transaction pooling: "
+                "docs/reliability.md), or run fewer --jobs; then rerun the same command")
     return (f"storage {where} still unreachable after --storage-patience {patience:g} s; stopped. "
             "Rerun the same command once it is back: the trials that were training are retrained")
+
+
+class ServerFull(Exception):
+    """A server refused a new connection for want of slots (`server_full`); its message is the server's."""
+
+
+# What PostgreSQL says when every connection slot is taken (its max_connections, less the reserved ones), and
+# what PgBouncer says when a client waited past its query_wait_timeout for a server connection.
+_FULL = ("too many clients", "remaining connection slots are reserved", "query_wait_timeout")
+
+
+def _chain(e: BaseException | None) -> list[BaseException]:
+    """`e` and what it was raised from or while handling, outermost first."""
+    seen: list[BaseException] = []
+    while e is not None and all(e is not s for s in seen):
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return seen
+
+
+def server_full(e: BaseException) -> bool:
+    """Whether the database server refused a connection for want of slots: an outage to wait out (others finish
+    and let go), not a typo in the URL, even on a command's first contact."""
+    return any(m in str(x).lower() for x in _chain(e) for m in _FULL)
 
 
 # Connection-level errors that a message shows to be permanent after all: retrying cannot help.
@@ -80,17 +109,12 @@ def _reason(e: BaseException) -> str:
     return text.splitlines()[0] if text else e.__class__.__name__
 
 
-def gave_up(e: BaseException | None) -> bool:
-    """Whether `e` came of a storage that gave up, looking through what was raised while handling it: past its
-    patience, Optuna 5.0.0's `_run_trial` turns our StorageUnavailable into an UnboundLocalError ('updated_state'),
-    its `finally` reading a variable that the failed `_tell_with_warning` and `storage.get_trial` never set."""
-    seen: set[int] = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, StorageUnavailable):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
+def gave_up(e: BaseException | None) -> StorageUnavailable | None:
+    """The StorageUnavailable `e` came of, if a storage gave up, looking through what was raised while handling it:
+    past its patience, Optuna 5.0.0's `_run_trial` turns our StorageUnavailable into an UnboundLocalError
+    ('updated_state'), its `finally` reading a variable that the failed `_tell_with_warning` and
+    `storage.get_trial` never set."""
+    return next((x for x in _chain(e) if isinstance(x, StorageUnavailable)), None)
 
 
 T = TypeVar("T")
@@ -103,12 +127,15 @@ class Outage:
     MAX_DELAY), for up to `patience` seconds from the first failure of the outage: one line on stderr when it
     starts, one when the storage is back. Past the window every call of the process fails at once with
     StorageUnavailable: the run stops, and what the database holds is whole (each write is one transaction;
-    a trial left RUNNING is its dead worker's, retrained by the next run). `patience` None: no retries at all."""
+    a trial left RUNNING is its dead worker's, retrained by the next run). `patience` None: no retries at all.
+    `retry_if` narrows what is waited out (a command's first contact: only a full server, `server_full`)."""
 
     def __init__(self, where: str, patience: float | None, label: str = "", *,
+                 retry_if: Callable[[BaseException], bool] = is_transient,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  stream: TextIO | None = None) -> None:
-        self.where, self.patience, self.label = where, patience, label
+        self.where, self.patience, self.label, self._retry_if = where, patience, label, retry_if
+        self.full = False  # the last outage was a full server (too many clients), not a server down
         self._sleep, self._clock, self._stream = sleep, clock, stream
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -124,15 +151,15 @@ class Outage:
             delay = FIRST_DELAY
             while True:
                 if self.given_up:
-                    raise StorageUnavailable(gave_up_message(self.where, self.patience))
+                    raise StorageUnavailable(gave_up_message(self.where, self.patience, self.full))
                 try:
                     result = fn(*args, **kwargs)
                 except Exception as e:
-                    if not is_transient(e):
+                    if not self._retry_if(e):
                         raise
                     left = self.failed(e)
                     if left <= 0:
-                        raise StorageUnavailable(gave_up_message(self.where, self.patience)) from e
+                        raise StorageUnavailable(gave_up_message(self.where, self.patience, self.full)) from e
                     self._sleep(min(delay, left))
                     delay = min(2 * delay, MAX_DELAY)
                 else:
@@ -163,8 +190,11 @@ class Outage:
         with self._lock:
             now = self._clock()
             if self.down_since is None:
-                self.down_since = now
-                if self.patience > 0:
+                self.down_since, self.full = now, server_full(e)
+                if self.patience > 0 and self.full:
+                    self._say(f"database server full (too many clients): waiting up to {self.patience:g} s "
+                              "for a free connection")
+                elif self.patience > 0:
                     self._say(f"storage unreachable, retrying for up to {self.patience:g} s: {_reason(e)}")
             left = self.down_since + self.patience - now
             self.given_up = self.given_up or left <= 0

@@ -90,6 +90,12 @@ class Execution:
     device_name: str
     torch: str
 
+    @property
+    def command_connections(self) -> int:
+        """Server connections the command's own storage needs: 2 when its process trains too (one group: the first
+        worker trains on it, with its heartbeat), else 1 (it plans and polls; its workers are other processes)."""
+        return 2 if len(self.groups) == 1 else 1
+
     def runtime_of(self, index: int) -> Runtime:
         """Worker `index`'s runtime: the threads of one process share its GPU."""
         if not self.gpus:

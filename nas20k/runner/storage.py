@@ -15,10 +15,12 @@ import optuna
 import sqlalchemy.engine
 import sqlalchemy.event
 import sqlalchemy.exc
+import sqlalchemy.pool
 from optuna.storages import RDBStorage
 from optuna.study import StudyDirection
 
 from nas20k.base.errors import UserError
+from nas20k.base.optuna_private import check_schema
 from nas20k.readers.record import CONFIRM_SUFFIX
 
 STUDIES_DIR = Path("studies")
@@ -54,18 +56,34 @@ def _scheme(url: str) -> str:
     return url.split(":", 1)[0].split("+", 1)[0]
 
 
+def _no_prepared_statements(url: str) -> dict:
+    """psycopg 3 (what postgresql:// means to SQLAlchemy 2.1) prepares a query on the server after 5 runs; a pooler
+    in transaction mode (PgBouncer < 1.21, docs/reliability.md) hands the next transaction another server
+    connection, which lacks it ("prepared statement ... does not exist"). Optuna's queries are short: none is
+    prepared."""
+    try:
+        driver = sqlalchemy.engine.make_url(url).get_driver_name()
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError):
+        return {}
+    return {"prepare_threshold": None} if driver == "psycopg" else {}
+
+
 def _sqlite_file(url: str) -> Path | None:
     """The database file of a sqlite:/// URL, else None."""
     return Path(url.split("///", 1)[-1]) if _scheme(url) == "sqlite" else None
 
 
 def open_storage(url: str, heartbeat: int | None = None, patience: float | None = None, label: str = "",
-                 wait_to_open: bool = True) -> RDBStorage:
+                 wait_to_open: bool = True, connections: int | None = None) -> RDBStorage:
     """An RDB storage (SQLite file or PostgreSQL/MySQL server) with heartbeats and retry of dead workers' trials.
     With `patience` (a worker's, --storage-patience), its calls ride out an outage of up to that many seconds,
     opening too unless not `wait_to_open` (a command's first contact: a URL that never answered is more likely a
-    typo than an outage); without, a connection error fails at once, as does any error that is not a lost
-    connection (bad credentials, a missing database)."""
+    typo than an outage, so only a full server is waited for); without, a connection error fails at once, as does
+    any error that is not a lost connection (bad credentials, a missing database).
+
+    A server storage holds at most `connections` connections (SQLAlchemy's pool, no overflow; a thread that finds
+    them busy waits its turn): by default 2 with heartbeats (a worker's trials and its heartbeat), 1 without (a
+    command that reads an existing study), so many machines fit one server (docs/reliability.md)."""
     if "://" not in url or _scheme(url) not in SCHEMES:
         raise StorageError(f"malformed storage URL {redact(url)!r}: expected sqlite:///path/to/file.db or postgresql://user:password@host/dbname")
     if (path := _sqlite_file(url)) is not None:
@@ -74,16 +92,17 @@ def open_storage(url: str, heartbeat: int | None = None, patience: float | None 
         # hands transactions to SQLAlchemy, which `_serialize_sqlite` makes begin with the write lock.
         engine_kwargs = {"connect_args": {"timeout": 60, "isolation_level": None}}
     else:
-        engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+        engine_kwargs = {"connect_args": {"connect_timeout": 10, **_no_prepared_statements(url)},
+                         "pool_pre_ping": True, "pool_size": connections or (2 if heartbeat else 1), "max_overflow": 0}
     from nas20k.runner.lost import RequeueLostTrial  # both import this module for its names
-    from nas20k.runner.outage import Outage, PatientStorage, StorageUnavailable
+    from nas20k.runner.outage import Outage, StorageUnavailable, server_full
 
     outage = Outage(redact(url), patience, label)
-    opener = outage if wait_to_open else Outage(redact(url), None, label)
+    opener = outage if wait_to_open else Outage(redact(url), patience, label, retry_if=server_full)
     for attempt in range(5):
         try:
             storage = opener.call(
-                PatientStorage,
+                _built,
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat,
@@ -110,6 +129,44 @@ def open_storage(url: str, heartbeat: int | None = None, patience: float | None 
     raise StorageError(f"cannot open storage {redact(url)}: {detail}") from error
 
 
+def _built(url: str, **kwargs: object) -> RDBStorage:
+    """PatientStorage(url, ...) with its schema checked one connection at a time (`check_schema`), or ServerFull if
+    the server had no slot for it. A refused connection leaves the half-built storage's pool holding the ones it
+    had for as long as the error's traceback lives, so a process waiting for a slot would keep one (seen: 8
+    processes on a 20-slot server starved each other): the traceback is dropped and the pool collected first."""
+    import gc
+
+    from nas20k.runner.outage import PatientStorage, ServerFull, server_full
+
+    try:
+        if kwargs["engine_kwargs"].get("pool_size") == 1 and not _set_up(url, kwargs["engine_kwargs"]):
+            RDBStorage(url, engine_kwargs={**kwargs["engine_kwargs"], "pool_size": 2}).engine.dispose()
+        storage = PatientStorage(url, skip_compatibility_check=True, **kwargs)
+        check_schema(storage)
+        return storage
+    except Exception as e:  # noqa: BLE001 - sorted below, raised again
+        if not server_full(e):
+            raise
+        full = ServerFull(str(e.__cause__ or e).strip().splitlines()[0])
+    gc.collect()
+    raise full
+
+
+def _set_up(url: str, engine_kwargs: dict) -> bool:
+    """Whether Optuna has set the server's database up (its schema version stamped). Optuna sets up a fresh one
+    holding one connection while it opens another: a storage of one connection (a reader, a parent of worker
+    processes) would wait for itself, so a storage of two sets it up first, closed at once."""
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                      connect_args=engine_kwargs.get("connect_args", {}))
+    try:
+        with engine.connect() as c:
+            return c.exec_driver_sql("SELECT version_num FROM alembic_version").first() is not None
+    except sqlalchemy.exc.ProgrammingError:  # no such table
+        return False
+    finally:
+        engine.dispose()
+
+
 def _serialize_sqlite(engine: sqlalchemy.engine.Engine) -> None:
     """Make every transaction on a SQLite file take the write lock when it begins (SQLAlchemy's recipe for
     serializable SQLite). Optuna moves a queued trial to RUNNING by reading its state and then writing it,
@@ -118,12 +175,13 @@ def _serialize_sqlite(engine: sqlalchemy.engine.Engine) -> None:
     sqlalchemy.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
 
 
-def load_study(url: str, study_name: str) -> optuna.Study:
-    """An existing study, read-only use (best, trials, report, export, confirm)."""
+def load_study(url: str, study_name: str, storage: RDBStorage | None = None) -> optuna.Study:
+    """An existing study, read-only use (best, trials, report, export, confirm), on `storage` if given (a storage
+    of `url` the command opened already: one connection, not one per study)."""
     if (path := _sqlite_file(url)) is not None and not path.is_file():  # opening would create it
         raise StorageError(f"no study database at {path}; "
                            "run `nas20k search` (with the same --study-name / --storage) first")
-    storage = open_storage(url)
+    storage = storage or open_storage(url)
     names = [s.study_name for s in storage.get_all_studies()]
     if study_name not in names:
         shown = [n for n in names if not n.endswith((CONFIRM_SUFFIX, LOCK_SUFFIX))]

@@ -15,12 +15,12 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas20k.base.optuna_private import requeue_behind
+from nas20k.base.optuna_private import enqueue_again, queued_params, requeue_behind
 from nas20k.core.data import check_files, default_data_dir
 from nas20k.core.pruners import make_pruner, pruner_epochs, warm_prune_from
 from nas20k.core.space import params_of, warm_start
 from nas20k.core.zoo import entries
-from nas20k.readers.record import CARRIED, StudyMeta, records
+from nas20k.readers.record import CARRIED, StudyMeta, records, write
 from nas20k.runner.local import enqueue_move
 from nas20k.runner.lost import OWNER, lose_trial, recover_lost_trials, sibling
 from nas20k.runner.objective import Objective
@@ -82,7 +82,7 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
     settings.validate()
     check_files(Path(settings.data_dir) if settings.data_dir else default_data_dir(), settings.download)
     storage = open_storage(settings.storage_url, settings.heartbeat, settings.storage_patience, "search: ",
-                           wait_to_open=False)
+                           wait_to_open=False, connections=settings.execution.command_connections)
     study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
                                 load_if_exists=True)
     split = settings.data_split
@@ -118,6 +118,19 @@ def search_worker(w: Worker) -> None:
     objective = Objective(w.data, s.budget, w.store, goal=s.goal, runtime=w.runtime, seed=s.seed,
                           pruner_epochs=pruner_epochs(s.pruner, s.budget.max_epochs))
 
+    def within_trials(trial: optuna.Trial) -> float:
+        """`objective`, unless the trials trained and those started before this one already make --trials: workers
+        on other machines start their last trials at once, and the lower number wins (the count stays exact)."""
+        trials = study.get_trials(deepcopy=False)
+        ahead = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
+        if trained_count(trials) + ahead < s.trials:
+            return objective(trial)
+        study.stop()
+        if queued_params(mine := trials[trial.number]):  # a queued design: kept for a resumed search
+            enqueue_again(study, mine)
+        write(trial, status="surplus", reason=f"not trained: the study's other trials make --trials {s.trials}")
+        raise optuna.TrialPruned("surplus")
+
     def stop_when_done(study: optuna.Study, _: FrozenTrial) -> None:
         raise_if_stopped()
         recover_lost_trials(study)
@@ -134,7 +147,7 @@ def search_worker(w: Worker) -> None:
             raise BudgetError(f"the last {MAX_REJECTED_IN_A_ROW} candidates were all rejected: "
                               f"--max-params {s.budget.max_params:,} leaves no room in the search space")
 
-    _until_trained(study, w, lambda: study.optimize(objective, callbacks=[stop_when_done]))
+    _until_trained(study, w, lambda: study.optimize(within_trials, callbacks=[stop_when_done]))
 
 
 WAIT_POLL = 2.0  # seconds between looks at the trials this worker waits for

@@ -57,28 +57,32 @@ def _load(settings: SearchSettings, runtime: Runtime) -> Mnist:
                       limit=settings.limit, device=runtime.device, download=False)
 
 
-def _start_worker(settings: SearchSettings, index: int, data: Mnist | None = None) -> Worker:
-    """Worker `index`, with the data its process already loaded onto the device (threads share it, read-only)."""
+def _start_worker(settings: SearchSettings, index: int, data: Mnist | None = None,
+                  storage: RDBStorage | None = None) -> Worker:
+    """Worker `index`, with the data its process already loaded onto the device (threads share it, read-only),
+    on `storage` if given (the command's own, opened with heartbeats), else on a storage of its own."""
     runtime = settings.execution.runtime_of(index)
     data = data if data is not None else _load(settings, runtime)
     store = FileSystemArtifactStore(str(settings.artifacts_dir))
     label = f"worker {index}: " if settings.execution.workers > 1 else ""
-    storage = open_storage(settings.storage_url, settings.heartbeat, patience=settings.storage_patience, label=label)
+    storage = storage or open_storage(settings.storage_url, settings.heartbeat, patience=settings.storage_patience,
+                                      label=label)
     return Worker(index, settings, runtime, data, store, storage)
 
 
 STORAGE_EXIT = 75  # a worker's exit code when its storage stayed unreachable past --storage-patience (EX_TEMPFAIL)
 
 
-def _run_group(task: Task, settings: SearchSettings, group: list[int]) -> None:
-    """This process's workers: the one in this thread, or one thread each on shared data. A signal reaches the
-    main thread only: it tells the threads (`stop_threads`), waits for them to record their trials, and raises."""
+def _run_group(task: Task, settings: SearchSettings, group: list[int], storage: RDBStorage | None = None) -> None:
+    """This process's workers: the one in this thread, or one thread each on shared data; the first on `storage`
+    if given. A signal reaches the main thread only: it tells the threads (`stop_threads`), waits for them to record
+    their trials, and raises."""
     catch_signals()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if settings.execution.workers > 1 and settings.execution.threads:
         torch.set_num_threads(settings.execution.threads)
     if len(group) == 1:
-        task(_start_worker(settings, group[0]))
+        task(_start_worker(settings, group[0], storage=storage))
         return
     data, errors = _load(settings, settings.execution.runtime_of(group[0])), []
     # Waited on as events, not Thread.join: a signal that interrupts join(timeout) makes CPython 3.11 mark the live
@@ -88,7 +92,7 @@ def _run_group(task: Task, settings: SearchSettings, group: list[int]) -> None:
 
     def run(index: int) -> None:
         try:
-            task(_start_worker(settings, index, data))
+            task(_start_worker(settings, index, data, storage if index == group[0] else None))
         except BaseException as e:  # raised again in the main thread, after every thread has stopped
             errors.append(e)
         finally:
@@ -124,8 +128,11 @@ def _process(task: Task, settings: SearchSettings, group: list[int]) -> None:
 
 
 def run_workers(settings: SearchSettings, task: Task, trials: Callable[[], list[FrozenTrial]],
-                on_progress: Callable[[list[FrozenTrial]], None] | None = None) -> None:
-    """Run `settings.execution.workers` workers on `task`, calling `on_progress` with `trials()` every second."""
+                on_progress: Callable[[list[FrozenTrial]], None] | None = None,
+                storage: RDBStorage | None = None) -> None:
+    """Run `settings.execution.workers` workers on `task`, calling `on_progress` with `trials()` every second.
+    Workers in this process: the first on `storage` (the command's, if given), so a machine with one worker holds
+    2 connections to a server (its trials, its heartbeat), not 3."""
     done = threading.Event()
 
     def watch() -> None:
@@ -141,11 +148,10 @@ def run_workers(settings: SearchSettings, task: Task, trials: Callable[[], list[
     try:
         if len(settings.execution.groups) == 1:
             try:
-                _run_group(task, settings, settings.execution.groups[0])
+                _run_group(task, settings, settings.execution.groups[0], storage)
             except Exception as e:
-                if gave_up(e):
-                    where = redact(settings.storage_url)
-                    raise WorkerError(gave_up_message(where, settings.storage_patience)) from None
+                if stopped := gave_up(e):
+                    raise WorkerError(str(stopped)) from None
                 raise
         else:
             _run_processes(settings, task)
