@@ -32,6 +32,7 @@ def test_a_postgresql_password_is_never_printed_or_stored(tmp_path: Path):
     assert password and len(password) >= 6, "the test needs a password that no other text contains"
     name = f"secret-{uuid.uuid4().hex[:8]}"
     common = ["--study-name", name, "--artifacts", str(tmp_path / "artifacts")]
+    bare = url.replace(f":{password}@", "@")
     runs = [nas20k("search", "--trials", "2", *SMALL, "--no-warm-start", "--confirm-top", "1", "--confirm-seeds", "2",
                    "--storage", url, *common, cwd=tmp_path),
             nas20k("best", "--export", str(tmp_path / "export"), *common, cwd=tmp_path, env={"NAS20K_STORAGE": url}),
@@ -39,12 +40,15 @@ def test_a_postgresql_password_is_never_printed_or_stored(tmp_path: Path):
                    env={"NAS20K_STORAGE": url}),
             nas20k("trials", "--csv", str(tmp_path / "trials.csv"), "--storage", url, "--study-name", name,
                    cwd=tmp_path),
+            # the closing hint, as printed: the URL without its password, which libpq takes from PGPASSWORD
+            nas20k("best", "--storage", bare, *common, cwd=tmp_path, env={"PGPASSWORD": password}),
             nas20k("best", "--storage", url.replace(password, "wrong-" + password[::-1]), "--study-name", name,
                    cwd=tmp_path)]
     for r in runs[:-1]:
         assert r.returncode == 0, r.stderr
     assert runs[-1].returncode == 1  # a wrong password: one error line, which shows the URL redacted
     shown = "\n".join(r.stdout + r.stderr for r in runs)
+    assert f"--storage {bare}" in runs[0].stdout.replace("\n", "")  # the hint runs as shown (above)
     assert "***@" in shown  # the search header, the closing hint, the error line show where, without the password
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert {"report.html", "trials.csv", "metrics.json", "spec.json"} <= {p.name for p in files}

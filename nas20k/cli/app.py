@@ -9,6 +9,7 @@ that use them, so `--help` and errors answer at once. The commands live in `run.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from dataclasses import replace
@@ -133,12 +134,14 @@ def open_study(study_name: str, storage: str | None) -> optuna.Study:
 
 
 def names(study_name: str, storage: str | None) -> str:
-    """The flags that name a study, for the "next:" hints; the password never shows (it is read again from
-    NAS20K_STORAGE, PGPASSWORD or ~/.pgpass when the hint is run)."""
-    from nas20k.runner.storage import redact
+    """The flags that name a study, for the "next:" hints, runnable as shown: no --storage when it came from
+    NAS20K_STORAGE (read again from there), else the URL without its password (libpq reads PGPASSWORD or
+    ~/.pgpass), never the password itself."""
+    from nas20k.runner.storage import runnable
 
+    shown = storage and storage != os.environ.get("NAS20K_STORAGE")
     return ((f" --study-name {study_name}" if study_name != "nas20k" else "")
-            + (f" --storage {shlex.quote(redact(storage))}" if storage else ""))
+            + (f" --storage {shlex.quote(runnable(storage))}" if shown else ""))
 
 
 def show_ranked(study: optuna.Study, k: int) -> None:

@@ -51,6 +51,20 @@ def redact(url: str) -> str:
         return url if "@" not in url else f"{url.split('://', 1)[0]}://***" if "://" in url else "***"
 
 
+def runnable(url: str) -> str:
+    """The URL as a hint can show it for the user to run: without its password, which libpq then takes from
+    PGPASSWORD or ~/.pgpass (`redact`'s *** would be sent as the password)."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return redact(url)
+    if not parsed.password:
+        return url
+    bare = sqlalchemy.engine.URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port,
+                                        parsed.database, parsed.query)
+    return bare.render_as_string(hide_password=False)
+
+
 def _scheme(url: str) -> str:
     """The database of a storage URL without its driver: postgresql+psycopg://... -> postgresql."""
     return url.split(":", 1)[0].split("+", 1)[0]
