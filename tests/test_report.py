@@ -301,7 +301,7 @@ def test_frontier_shows_confirmed_means_the_pareto_front_and_rejects_only_as_cou
     recs = search_records(small)
     scored = [x for t in frontier.data if t.type == "scatter" for x in t.x]
     assert 25000 not in scored and 31000 not in scored  # rejects were never trained: no score is plotted for them
-    rejects = _trace(frontier, "rejected over budget")
+    rejects = _trace(frontier, "rejected by size")
     assert rejects.type == "histogram" and rejects.yaxis == "y2" and sorted(rejects.x) == [25000, 31000]
     assert frontier.layout.xaxis.range[1] >= 31000
     front = _trace(frontier, "Pareto front")

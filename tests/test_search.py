@@ -67,6 +67,28 @@ def test_gate_rejects_over_budget_without_training(mnist, monkeypatch, tmp_path)
     assert not list(tmp_path.iterdir())  # no weights
 
 
+def test_the_accuracy_goal_rejects_a_sampled_net_under_half_the_budget_without_training(mnist, monkeypatch, tmp_path):
+    monkeypatch.setattr(objective_mod, "train", lambda *a, **k: pytest.fail("a net under the floor was trained"))
+    study = make_study()
+    study.enqueue_trial(SMALL_NET)  # 3,818 params: under 10,000, half the default budget
+    study.optimize(Objective(mnist, Budget(), FileSystemArtifactStore(str(tmp_path))), n_trials=1)
+    trial = study.trials[0]
+    assert status(trial) == "rejected" and trial.user_attrs["reason"].startswith("under the floor: 3,818 params")
+    assert trial.constraints["over_budget"] == 10_000 - 3_818  # infeasible, and by how much, for TPE
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("attrs, goal", [({"warm_start": "zoo-net", "prune_from": None}, Goal()),
+                                         ({"move": "b1_w1 +2", "move_of": 3}, Goal()),
+                                         ({}, Goal("smallest", 0.99))], ids=["warm-start", "move", "smallest-goal"])
+def test_a_queued_design_or_the_smallest_goal_has_no_floor(mnist, monkeypatch, tmp_path, attrs, goal):
+    monkeypatch.setattr(objective_mod, "run_candidate", lambda *a, **k: 0.99)
+    study = make_study()
+    study.enqueue_trial(SMALL_NET, user_attrs=attrs)
+    study.optimize(Objective(mnist, Budget(), FileSystemArtifactStore(str(tmp_path)), goal=goal), n_trials=1)
+    assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].constraints["over_budget"] == 0
+
+
 def test_a_signal_while_sampling_is_recorded_and_not_retrained(mnist, monkeypatch, tmp_path):
     """Seen on a GPU: SIGTERM to a 12-worker search landed in TPE's sampling in 3 workers, whose trials then read
     as plain failures with no reason."""
@@ -88,7 +110,7 @@ def test_diverged_candidate_is_recorded_and_the_search_goes_on(mnist, tmp_path):
     study.enqueue_trial({**SMALL_NET, "adam_lr": 1e30})
     study.enqueue_trial(SMALL_NET)
     with pytest.warns(UserWarning, match="out of"):  # the forcing learning rate is outside the space on purpose
-        study.optimize(Objective(mnist, Budget(max_epochs=1), FileSystemArtifactStore(str(tmp_path))), n_trials=2)
+        study.optimize(Objective(mnist, Budget(6000, 1), FileSystemArtifactStore(str(tmp_path))), n_trials=2)
     diverged, ok = study.trials
     assert status(diverged) == "diverged" and diverged.state == TrialState.PRUNED
     assert "NaN/inf" in diverged.user_attrs["reason"]
@@ -107,7 +129,7 @@ def test_objective_scores_and_prunes_on_validation_only(mnist, tmp_path, monkeyp
     monkeypatch.setattr(train_mod, "evaluate", evaluate)
     study = make_study()
     study.enqueue_trial(SMALL_NET)
-    study.optimize(Objective(mnist, Budget(max_epochs=2), FileSystemArtifactStore(str(tmp_path))), n_trials=1)
+    study.optimize(Objective(mnist, Budget(6000, 2), FileSystemArtifactStore(str(tmp_path))), n_trials=1)
     t = study.trials[0]
     r = record(t)
     assert r.status == "complete" and r.epochs == 2

@@ -190,6 +190,11 @@ def write(trial: optuna.Trial, **attrs: object) -> None:
 CARRIED = ("warm_start", "prune_from", "move", "move_of")  # what a search trial's retry keeps of its attributes
 
 
+def queued_design(trial: optuna.Trial) -> bool:
+    """Whether the running trial is a design the search queued (a warm start or a local-search move), not sampled."""
+    return "warm_start" in trial.user_attrs or "move" in trial.user_attrs
+
+
 def prune_from(trial: optuna.Trial) -> int | None:
     """The first epoch at which the pruner may stop this running trial: 1 for a sampled one; what the warm start
     queued it with for a warm-start design (None: never)."""

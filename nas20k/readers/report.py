@@ -195,7 +195,7 @@ def _frontier(recs: list[TrialRecord], trained: list[TrialRecord], y: list[float
     if isinstance(best, TrialRecord):
         fig.add_trace(_winner_trace(best.params, best.mean_val(), best))
     if over := [r.params for r in recs if r.status == "rejected" and r.params is not None]:  # never trained: counts
-        fig.add_histogram(x=over, yaxis="y2", marker_color="red", opacity=0.3, name=f"rejected over budget {len(over)}")
+        fig.add_histogram(x=over, yaxis="y2", marker_color="red", opacity=0.3, name=f"rejected by size {len(over)}")
     fig.add_vline(x=budget, line_dash="dash", annotation_text=f"budget {budget:,}")
     return fig.update_layout(title="Frontier: mean val score over seeds against size", height=520, xaxis_title="params",
                              yaxis={"range": y, "tickformat": ".2%", "title": "mean val score"},
@@ -263,13 +263,19 @@ def _pair(parts: dict[str, pd.DataFrame | str]) -> str:  # tables or notes, two 
                                           "</div>" for k, v in parts.items()) + "</div>"
 
 
+def _why(r: TrialRecord) -> str:
+    """A rejected trial's kind of reason, for the rejects table."""
+    if r.params is None:
+        return "does not fit" if "does not fit" in r.reason else "invalid spec"
+    return "under the floor" if r.reason.startswith("under the floor") else "over budget"
+
+
 def summary(study: optuna.Study, recs: list[TrialRecord], meta: StudyMeta) -> dict[str, pd.DataFrame | str]:
     """Compute by status (none recorded: blank, never 0), how it ran, when the target was first hit, the rejects."""
     runs = pd.DataFrame({"status": [r.status for r in recs], "seconds": [r.seconds for r in recs]}, dtype=object)
     by_status = runs.groupby("status", sort=False)["seconds"].agg(
         trials="size", recorded="count", minutes=lambda s: round(s.sum() / 60, 1) if s.notna().any() else None)
-    rejects = pd.DataFrame([("over budget" if r.params is not None else "does not fit" if "does not fit" in r.reason
-                             else "invalid spec", r.params, r.reason) for r in recs if r.status == "rejected"],
+    rejects = pd.DataFrame([(_why(r), r.params, r.reason) for r in recs if r.status == "rejected"],
                            columns=["why", "params", "reason"]).astype({"params": "Int64"})
     trials, target = study.trials, meta.goal.target
     start = min((t.datetime_start for t in trials if t.datetime_start), default=None)

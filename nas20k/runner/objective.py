@@ -23,7 +23,7 @@ from nas20k.core.factory import SpecError
 from nas20k.core.runtime import Runtime, own_stream
 from nas20k.core.space import Candidate, suggest
 from nas20k.core.train import EpochStats, TrainResult, train
-from nas20k.readers.record import SCORE_EPOCHS, prune_from, write
+from nas20k.readers.record import SCORE_EPOCHS, prune_from, queued_design, write
 from nas20k.runner.lost import owner_name
 from nas20k.runner.signals import raise_if_stopped, signal_name
 
@@ -110,6 +110,9 @@ class Objective:
         if params >= self.budget.max_params:
             self._reject(trial, f"over budget: {params:,} params >= {self.budget.max_params:,}",
                          violation=params - self.budget.max_params + 1)
+        if params < (floor := self.goal.min_params(self.budget)) and not queued_design(trial):
+            self._reject(trial, f"under the floor: {params:,} params < {floor:,}, half of --max-params (the accuracy "
+                                "goal samples near the budget)", violation=floor - params)
         trial.set_constraint("over_budget", 0)
         # A warm-start design carries its own first pruning epoch (pruners.warm_prune_from: the lead design never, the
         # rest from the last rung): judged early it would lose to whichever trial starts fast (Adam, no warm-up).
@@ -119,6 +122,7 @@ class Objective:
 
     def _reject(self, trial: optuna.Trial, reason: str, violation: float) -> None:
         write(trial, status="rejected", reason=reason)
-        trial.set_constraint("over_budget", violation)  # > 0: infeasible, so TPE learns where the boundary is
+        # > 0: infeasible (over the budget, or under the accuracy goal's floor), so TPE learns where the band is
+        trial.set_constraint("over_budget", violation)
         raise optuna.TrialPruned(reason)
 
