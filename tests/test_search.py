@@ -165,7 +165,7 @@ def test_warm_start_trials_are_pruned_only_from_the_epoch_they_were_queued_with(
     study.enqueue_trial(SMALL_NET, user_attrs={"warm_start": "lead", "prune_from": None})
     study.enqueue_trial(SMALL_NET, user_attrs={"warm_start": "next", "prune_from": warm_prune_from(10)})
     study.enqueue_trial(SMALL_NET)
-    objective = Objective(mnist, Budget(max_epochs=10), FileSystemArtifactStore(str(tmp_path)),
+    objective = Objective(mnist, Budget(6000, 10), FileSystemArtifactStore(str(tmp_path)),
                           pruner_epochs=pruner_epochs("asha", 10))
     study.optimize(objective, n_trials=3)
     lead, warm, other = records(study.trials)
