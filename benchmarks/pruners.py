@@ -1,7 +1,8 @@
 """Which pruner finds a good candidate soonest without killing late bloomers? Side by side, on the same budget.
 
 Each pruner gets its own study and the same compute: the search is stopped (SIGTERM, as `timeout` would) once its
-trials have trained `--epochs` epochs in all. Counting epochs rather than seconds keeps the comparison fair when
+finished trials have trained `--epochs` epochs in all (the epochs of trials still in flight at the stop are counted
+in the table too). Counting epochs rather than seconds keeps the comparison fair when
 something else shares the cores; the wall time is printed too. Per pruner: trained candidates, completed ones,
 the epochs spent (and minutes) until the first completed candidate with val score >= --target, how many
 optimizer/schedule families were trained and how many got past the first rung, and the best val score.
@@ -31,9 +32,11 @@ FIRST_RUNG = {"asha": 1, "asha3": 3, "median": 5, "hyperband": 1, "none": 0}
 
 
 def epochs_spent(db: Path, name: str) -> int:
+    """Epochs trained by finished trials: so a stop always leaves at least one trial trained, however fast they run."""
     try:
         study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
-        return sum(len(t.user_attrs.get("history", [])) for t in study.get_trials(deepcopy=False))
+        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        return sum(len(t.user_attrs.get("history", [])) for t in study.get_trials(deepcopy=False, states=done))
     except Exception:  # not created yet, or busy
         return 0
 
