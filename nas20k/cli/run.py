@@ -99,6 +99,29 @@ def _note_winner(study: optuna.Study) -> None:
                      f"{r.n_seeds} seed(s). The dashboard's best trial is the best single run.")
 
 
+def _shrink(settings: SearchSettings, seeds: int, quiet: bool) -> None:
+    """The smallest goal's shrink search (shrink.py) over the confirmed passing designs, then its steps' verdicts."""
+    from nas20k.readers.progress import Plan, Reporter
+    from nas20k.runner.confirm import open_confirm_study
+    from nas20k.runner.shrink import RATIO, shrink_steps, shrink_worker
+    from nas20k.runner.study import trained_count
+
+    study, confirm = open_confirm_study(settings)
+    out.print(f"shrink search: each confirmed pass scaled to under {RATIO:.0%} of its parameters, step by step, "
+              f"each step raced over up to {seeds} seeds, until one fails")
+    before = confirm.get_trials(deepcopy=False)
+    plan = Plan(trained_count(before) + seeds, settings.execution.workers, settings.budget.max_epochs, pruned=False)
+
+    def replan(trials: list[FrozenTrial]) -> Plan:  # how far ahead it can see: one step's seeds
+        return replace(plan, target=trained_count(trials) + seeds)
+
+    _run(settings, partial(shrink_worker, seeds=seeds), confirm,
+         Reporter(out, plan, before, quiet, unit="seed runs", replan=replan))
+    for r, verdict in shrink_steps(study, seeds):
+        mean = f"mean val {r.mean_val():.2%} over {r.n_seeds} seed(s)" if r.n_seeds else r.reason
+        out.print(f"  #{r.number} {r.params:,} params ({r.origin}): {verdict or 'racing'}, {mean}")
+
+
 @app.command()
 @add_options(RUN_OPTIONS, into="run")
 def search(
@@ -119,6 +142,9 @@ def search(
         help="Make every third trained trial a neighbour of a top design (one gene changed) instead of TPE's.")] = True,
     confirm_top: Annotated[int, typer.Option(
         help="Then race this many top candidates over more seeds (0: skip; `nas20k confirm` later).")] = TOP,
+    shrink: Annotated[bool, typer.Option(
+        help="--goal smallest: then scale each confirmed pass down, step by step, raced over --confirm-seeds seeds, "
+             "until a step fails; the smallest passing step wins.")] = True,
     confirm_seeds: Annotated[int | None, typer.Option(
         help="Seeds the confirmed winner ends with (its own run counts as one)  \\[default: 3; 5 for --goal smallest]",
         show_default=False)] = None,
@@ -162,6 +188,8 @@ def search(
         _run(settings, search_worker, study, Reporter(out, plan, before, run["quiet"]))
     if confirm_top:
         _confirm(settings, confirm_top, confirm_seeds, run["quiet"])
+    if confirm_top and shrink and goal == "smallest":
+        _shrink(settings, confirm_seeds, run["quiet"])
     show_ranked(study, 10)
     where = names(settings.study_name, settings.storage)
     out.print(f"next: nas20k best{where} --export  |  nas20k report{where}  |  nas20k dashboard{where}")

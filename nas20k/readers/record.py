@@ -106,6 +106,7 @@ class TrialRecord:
     prune_from: int | None = None  # a warm-start trial: the first epoch the pruner may stop it at (None: never)
     move: str | None = None  # a local-search trial: the genes its move changed (`core.moves`)
     move_of: int | None = None  # ... of this trial's candidate
+    shrink_of: int | None = None  # a shrink-search step (`runner.shrink`): the trial it scales down; not in --trials
     retry_of: int | None = None  # the interrupted trial this one retrains
     confirms: int | None = None  # in a confirm study: the search trial whose candidate this run re-trains
     seed: int | None = None  # in a confirm study: the training seed of this run
@@ -187,18 +188,21 @@ def write(trial: optuna.Trial, **attrs: object) -> None:
         trial.set_user_attr(key, value)
 
 
-CARRIED = ("warm_start", "prune_from", "move", "move_of")  # what a search trial's retry keeps of its attributes
+# what a search trial's retry keeps of its attributes
+CARRIED = ("warm_start", "prune_from", "move", "move_of", "shrink_of")
 
 
 def queued_design(trial: optuna.Trial) -> bool:
-    """Whether the running trial is a design the search queued (a warm start or a local-search move), not sampled."""
+    """Whether the running trial is a design the search queued (a warm start, a local-search move or a shrink
+    step), not sampled."""
     return "warm_start" in trial.user_attrs or "move" in trial.user_attrs
 
 
 def prune_from(trial: optuna.Trial) -> int | None:
-    """The first epoch at which the pruner may stop this running trial: 1 for a sampled one; what the warm start
-    queued it with for a warm-start design (None: never)."""
-    return trial.user_attrs.get("prune_from") if "warm_start" in trial.user_attrs else 1
+    """The first epoch at which the pruner may stop this running trial: 1 for a sampled one; what it was queued
+    with for a warm-start design or a shrink step (None: never)."""
+    queued = "warm_start" in trial.user_attrs or "shrink_of" in trial.user_attrs
+    return trial.user_attrs.get("prune_from") if queued else 1
 
 
 def search_records(study: optuna.Study) -> list[TrialRecord]:

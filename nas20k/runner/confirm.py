@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -119,14 +120,16 @@ def open_confirm_study(settings: SearchSettings) -> tuple[optuna.Study, optuna.S
 def _race(study: optuna.Study, confirm: optuna.Study, top: int
           ) -> tuple[list[TrialRecord], dict[int, set[int]], int, StudyMeta]:
     """The race as it stands: the candidates, the seeds running or queued per trial, and the runs spent."""
-    runs = [r for r in records(confirm.get_trials(deepcopy=False)) if r.confirms is not None]
+    search = search_records(study)
+    steps = {r.number for r in search if r.shrink_of is not None}  # the shrink search races its own steps
+    runs = [r for r in records(confirm.get_trials(deepcopy=False)) if r.confirms not in (None, *steps)]
     taken: dict[int, set[int]] = {}
     for r in runs:
         if r.status in ("running", "waiting"):
             taken.setdefault(r.confirms, set()).add(r.seed)
     spent = sum(r.trained or r.status in ("running", "waiting") for r in runs)
     meta = StudyMeta.of(study)
-    return confirm_candidates(search_records(study), meta, top), taken, spent, meta
+    return confirm_candidates([r for r in search if r.number not in steps], meta, top), taken, spent, meta
 
 
 def _queue_next(study: optuna.Study, confirm: optuna.Study, top: int, seeds: int) -> tuple[int, int] | None:
@@ -150,12 +153,9 @@ def remaining(study: optuna.Study, confirm: optuna.Study, top: int, seeds: int) 
     return min(every, max(race_budget(candidates, seeds) - spent, seeds - candidates[0].n_seeds))
 
 
-def confirm_worker(w: Worker, top: int, seeds: int) -> None:
-    """Queue the race's next run, train one queued run; until the race is over."""
-    s = w.settings
-    study = optuna.load_study(study_name=s.study_name, storage=w.storage)
-    confirm = optuna.load_study(study_name=s.study_name + CONFIRM_SUFFIX, storage=w.storage,
-                                pruner=optuna.pruners.NopPruner())
+def seed_objective(w: Worker) -> Callable[[optuna.Trial], float]:
+    """The objective of a confirm-study trial: train the queued run's candidate on its seed (the race's runs and
+    the shrink search's)."""
 
     def objective(trial: optuna.Trial) -> float:
         a = trial.user_attrs
@@ -167,6 +167,17 @@ def confirm_worker(w: Worker, top: int, seeds: int) -> None:
         return run_candidate(trial, Candidate(base.spec, replace(base.train, seed=a["seed"])), w.data, w.runtime,
                              w.store)
 
+    return objective
+
+
+def confirm_worker(w: Worker, top: int, seeds: int) -> None:
+    """Queue the race's next run, train one queued run; until the race is over."""
+    s = w.settings
+    study = optuna.load_study(study_name=s.study_name, storage=w.storage)
+    confirm = optuna.load_study(study_name=s.study_name + CONFIRM_SUFFIX, storage=w.storage,
+                                pruner=optuna.pruners.NopPruner())
+
+    objective = seed_objective(w)
     while True:
         raise_if_stopped()
         recover_lost_trials(confirm)  # a run whose worker died is queued again, not counted as running (its seed)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -36,7 +37,17 @@ def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
 
 
 def trained_count(trials: list[FrozenTrial]) -> int:
-    return sum(r.trained for r in records(trials))
+    """The trials that count against --trials: trained ones, but not the shrink search's steps (it runs after)."""
+    return sum(r.trained and r.shrink_of is None for r in records(trials))
+
+
+def give_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> NoReturn:
+    """Record a popped trial as `surplus` (not trained, not counted) and end it; a queued design in it is queued
+    again, for a resumed search."""
+    if queued_params(mine := study.get_trials(deepcopy=False)[trial.number]):
+        enqueue_again(study, mine)
+    write(trial, status="surplus", reason=reason)
+    raise optuna.TrialPruned("surplus")
 
 
 def _enqueue_warm_start(study: optuna.Study, settings: SearchSettings, meta: StudyMeta) -> list[str]:
@@ -126,10 +137,7 @@ def search_worker(w: Worker) -> None:
         if trained_count(trials) + ahead < s.trials:
             return objective(trial)
         study.stop()
-        if queued_params(mine := trials[trial.number]):  # a queued design: kept for a resumed search
-            enqueue_again(study, mine)
-        write(trial, status="surplus", reason=f"not trained: the study's other trials make --trials {s.trials}")
-        raise optuna.TrialPruned("surplus")
+        give_back(study, trial, f"not trained: the study's other trials make --trials {s.trials}")
 
     def stop_when_done(study: optuna.Study, _: FrozenTrial) -> None:
         raise_if_stopped()

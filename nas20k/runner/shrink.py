@@ -1,0 +1,186 @@
+"""The smallest goal's shrink search: from each design whose confirmed seeds pass the val target, scale the widths
+down (`factory.scaled`) a step at a time, racing seeds on each step, until a step fails; the smallest passing step
+is the result. What the hand benchmarks did (a passing design scaled down until it fails), done by the tool.
+
+A step is a search-study trial (recorded `shrink_of` its parent, and as the move "shrink to N %"), trained to its
+last epoch unpruned and not counted against --trials; its further seeds are confirm-study runs, as a confirmed
+candidate's are, so `best --smallest`, the report and the export read a step like any confirmed trial.
+
+The race on a step (`verdict`): it fails once its mean val over the seeds so far plus Z standard errors is under
+the target, and passes once it has `seeds` seeds at a mean >= the target. Why: a step clearly under the target
+needs no more seeds, and a pass is the same n-seed mean that a confirmed winner is held to. A lineage stops at its
+first failing step (a narrower copy of a failing net only loses accuracy); the next lineage (a larger passing
+design) starts under the smallest pass so far, so it spends runs only on steps that could win.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from nas20k.base.optuna_private import requeue_behind
+from nas20k.core.factory import ArchSpec, scaled
+from nas20k.core.space import WIDTHS, Candidate, params_of
+from nas20k.readers.record import CONFIRM_SUFFIX, StudyMeta, TrialRecord, records, search_records
+from nas20k.runner.confirm import SIGMA_PRIOR, Z, pooled_sd, seed_objective
+from nas20k.runner.lost import recover_lost_trials
+from nas20k.runner.objective import Objective
+from nas20k.runner.signals import raise_if_stopped
+from nas20k.runner.storage import planning_lock
+from nas20k.runner.study import WAIT_POLL, give_back
+from nas20k.runner.workers import Worker
+
+RATIO = 0.85  # a step scales its parent to under this share of the parent's parameters
+IN_FLIGHT = ("running", "waiting")
+ENDED = ("complete", "pruned", "diverged")  # a step's first run that counts (failed or interrupted ones are redone)
+
+
+def verdict(vals: list[float], target: float, seeds: int, sigma: float = SIGMA_PRIOR) -> str | None:
+    """"pass", "fail", or None while the race on these seed runs' val scores is still open."""
+    if not vals:
+        return None
+    mean = statistics.fmean(vals)
+    if len(vals) >= seeds:
+        return "pass" if mean >= target else "fail"
+    return "fail" if mean + Z * sigma / math.sqrt(len(vals)) < target else None
+
+
+@dataclass(frozen=True)
+class Action:
+    """What to train next: a new step (`spec`, scaled from trial `of`), seed `seed` of step `of`, or step `of`
+    itself, queued again."""
+
+    kind: str  # "step" | "seed" | "run"
+    of: int
+    spec: ArchSpec | None = None
+    seed: int | None = None
+
+
+WAIT = Action("wait", -1)  # a step's runs are in flight and none is left to start: look again soon
+
+
+def _node_verdict(r: TrialRecord, target: float, seeds: int, sigma: float) -> str | None:
+    if r.status in ("pruned", "diverged"):
+        return "fail"
+    return verdict([s.val_score for s in r.seeds], target, seeds, sigma)
+
+
+def plan(recs: list[TrialRecord], taken: dict[int, set[int]], target: float, seeds: int,
+         ratio: float = RATIO) -> Action | None:
+    """The next run of the shrink search over a study's records (search trials with their seed runs attached), or
+    WAIT, or None once every lineage has ended. `taken`: the seeds of confirm runs running or queued, per trial.
+    Lineages in order of their root's size; in each, the last step is raced, a pass makes the next step, a fail
+    (or a step that no longer shrinks) ends the lineage."""
+    sigma = pooled_sd([r for r in recs if r.status == "complete"])
+    steps = {r.shrink_of: r for r in recs if r.shrink_of is not None and r.status in (*ENDED, *IN_FLIGHT)}
+    judged = {r.number: _node_verdict(r, target, seeds, sigma) for r in recs if r.status == "complete"}
+    roots = sorted((r for r in recs if r.shrink_of is None and judged.get(r.number) == "pass" and r.candidate),
+                   key=lambda r: (r.params, r.number))
+    smallest = min((r.params for r in recs if judged.get(r.number) == "pass"), default=None)
+    for root in roots:
+        node = root
+        while node.number in steps and judged.get(node.number) == "pass":
+            node = steps[node.number]
+        if node.status == "waiting":  # a step queued again after its worker died: it is trained first
+            return Action("run", node.number)
+        if node.status == "running" or judged.get(node.number) is None:
+            own = node.candidate.train.seed if node.candidate else None
+            started = {s.seed for s in node.seeds} | taken.get(node.number, set()) | {own}
+            if node.candidate is None or len(started) >= seeds:
+                return WAIT
+            return Action("seed", node.number, seed=next(own + k for k in range(1, 10 * seeds)
+                                                         if own + k not in started))
+        if judged.get(node.number) != "pass":
+            continue  # the lineage's first failing step: it ends here
+        limit = min(int(node.params * ratio), smallest) if smallest is not None else int(node.params * ratio)
+        spec = scaled(node.candidate.spec, limit, tuple(lo for lo, _ in WIDTHS.values()))  # inside the space
+        if spec is not None and spec.num_params() < node.params and _expressible(Candidate(spec, node.candidate.train)):
+            return Action("step", node.number, spec=spec)
+    return None
+
+
+def _expressible(candidate: Candidate) -> bool:
+    """Whether the search space can queue it (a step is a search trial): a zoo design with a 4th block cannot."""
+    try:
+        params_of(candidate)
+    except ValueError:
+        return False
+    return True
+
+
+def _queue(study: optuna.Study, confirm: optuna.Study, target: float, seeds: int, may_step: bool) -> Action | None:
+    """Under the planning lock: queue the plan's next run (a step first in the search study's queue, a seed in the
+    confirm study's), or say to wait or that the search is over. A new step is only queued by a worker that
+    `may_step` (one per command), so two workers never take each other's queued trial."""
+    recs = search_records(study)
+    taken: dict[int, set[int]] = {}
+    for r in records(confirm.get_trials(deepcopy=False)):
+        if r.status in IN_FLIGHT and r.confirms is not None:
+            taken.setdefault(r.confirms, set()).add(r.seed)
+    action = plan(recs, taken, target, seeds)
+    if action is None or action is WAIT:
+        return action
+    if action.kind == "run":
+        return action if may_step else WAIT
+    parent = recs[action.of]
+    if action.kind == "seed":
+        confirm.enqueue_trial({}, user_attrs={"confirms": action.of, "seed": action.seed,
+                                              "candidate": parent.candidate.to_dict(), "params": parent.params})
+        return action
+    if not may_step:
+        return WAIT
+    params = params_of(Candidate(action.spec, parent.candidate.train))  # it rebuilds the same candidate
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    share = round(100 * action.spec.num_params() / parent.params)
+    study.enqueue_trial(params, user_attrs={"shrink_of": action.of, "move": f"shrink to {share} %",
+                                            "move_of": action.of, "prune_from": None})
+    requeue_behind(study, waiting)  # the step is the next trial `optimize` takes
+    return action
+
+
+def shrink_worker(w: Worker, seeds: int) -> None:
+    """Train the shrink search's runs until every lineage has ended: steps on worker 0, seeds on any worker."""
+    s = w.settings
+    nop = optuna.pruners.NopPruner()  # a step trains to its end: the race decides, not a rung
+    study = optuna.load_study(study_name=s.study_name, storage=w.storage, pruner=nop)
+    confirm = optuna.load_study(study_name=s.study_name + CONFIRM_SUFFIX, storage=w.storage, pruner=nop)
+    objective = Objective(w.data, s.budget, w.store, goal=s.goal, runtime=w.runtime, seed=s.seed)
+
+    def step(trial: optuna.Trial) -> float:
+        if "shrink_of" not in trial.user_attrs:  # another machine's worker took the step: this one is not run
+            give_back(study, trial, "not trained: the shrink search's step was taken by another worker")
+        value = objective(trial)
+        a = trial.user_attrs
+        print(f"shrink: #{trial.number} {a['params']:,} params, seed {s.seed}: val {a['val_score']:.2%}", flush=True)
+        return value
+
+    while True:
+        raise_if_stopped()
+        recover_lost_trials(study)  # a step or run whose worker died is queued again
+        recover_lost_trials(confirm)
+        with planning_lock(w.storage, s.study_name):
+            action = _queue(study, confirm, s.goal.target, seeds, may_step=w.index == 0)
+        if action is None:
+            return
+        if action is WAIT:
+            time.sleep(WAIT_POLL)
+        elif action.kind in ("step", "run"):
+            if action.spec is not None:
+                print(f"shrink: #{action.of} scaled to {action.spec.num_params():,} params", flush=True)
+            study.optimize(step, n_trials=1)
+        else:
+            confirm.optimize(seed_objective(w), n_trials=1)
+
+
+def shrink_steps(study: optuna.Study, seeds: int) -> list[tuple[TrialRecord, str | None]]:
+    """Every step with its verdict, in trial order (for the closing lines)."""
+    recs = search_records(study)
+    target = StudyMeta.of(study).goal.target
+    sigma = pooled_sd([r for r in recs if r.status == "complete"])
+    return [(r, _node_verdict(r, target, seeds, sigma)) for r in recs if r.shrink_of is not None
+            and r.status in ENDED]
