@@ -15,15 +15,9 @@ is the control: the recorded search kept them, in its own order and with its own
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import optuna
 from optuna.trial import FrozenTrial
-
-from nas20k.readers.record import CONFIRM_SUFFIX
-
-SMOKE_DB = Path(__file__).resolve().parents[1] / "studies" / "reference" / "smallest-992.db"
+from study_files import parse_study_files, search_studies
 
 
 def reached_at(t: FrozenTrial, epoch: int) -> float:
@@ -49,43 +43,30 @@ def replay(trials: list[FrozenTrial], epoch: int) -> set[int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dbs", nargs="*", type=Path, help="SQLite study files")
-    ap.add_argument("--smoke", action="store_true", help=f"the smallest setting (a test): {SMOKE_DB.name} unless given")
-    args = ap.parse_args()
-    if args.smoke and not args.dbs:
-        args.dbs = [SMOKE_DB]
-    if not args.dbs:
-        ap.error("give at least one SQLite study file (or --smoke)")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dbs = parse_study_files(__doc__)
     totals = {"reached 9": 0, "pruned at 6": 0, "pruned at 9": 0, "disagree": 0, "epochs saved": 0,
               "top 3 pruned at 6": 0, "top 3 pruned at 9": 0}
-    for db in args.dbs:
-        storage = f"sqlite:///{db}"
-        for summary in optuna.get_all_study_summaries(storage):
-            if summary.study_name.endswith(CONFIRM_SUFFIX):
-                continue
-            study = optuna.load_study(study_name=summary.study_name, storage=storage)
-            max_epochs = study.user_attrs["budget"]["max_epochs"]
-            every = study.get_trials(deepcopy=False)
-            trials = [t for t in every if all(e in t.intermediate_values for e in range(1, 10))]
-            if not trials:
-                print(f"{db.name}: no trial with a value at every epoch to 9; skipped")
-                continue
-            at6, at9 = replay(trials, 6), replay(trials, 9)
-            saved = sum((9 if t.number in at9 else max_epochs) - (6 if t.number in at6 else max_epochs)
-                        for t in trials)
-            done = sorted((t for t in every if t.state == optuna.trial.TrialState.COMPLETE
-                           and t.user_attrs.get("val_score")), key=lambda t: -t.user_attrs["val_score"])[:3]
-            lost = {e: [f"#{t.number} {t.user_attrs['val_score']:.2%}" for t in done if t.number in at]
-                    for e, at in ((6, at6), (9, at9))}
-            print(f"{db.name:24} {max_epochs} ep: {len(trials):3} reached 9; pruned at 6 {len(at6):3}, at 9 "
-                  f"{len(at9):3}, disagree {len(at6 ^ at9):3}; epochs saved {saved:+4}; of the top 3 by val "
-                  f"({', '.join(f'#{t.number}' for t in done)}) pruned at 6: {', '.join(lost[6]) or 'none'}, "
-                  f"at 9: {', '.join(lost[9]) or 'none'}")
-            for key, value in zip(totals, (len(trials), len(at6), len(at9), len(at6 ^ at9), saved, len(lost[6]),
-                                           len(lost[9])), strict=True):
-                totals[key] += value
+    for db, study in search_studies(dbs):
+        max_epochs = study.user_attrs["budget"]["max_epochs"]
+        every = study.get_trials(deepcopy=False)
+        trials = [t for t in every if all(e in t.intermediate_values for e in range(1, 10))]
+        if not trials:
+            print(f"{db.name}: no trial with a value at every epoch to 9; skipped")
+            continue
+        at6, at9 = replay(trials, 6), replay(trials, 9)
+        saved = sum((9 if t.number in at9 else max_epochs) - (6 if t.number in at6 else max_epochs)
+                    for t in trials)
+        done = sorted((t for t in every if t.state == optuna.trial.TrialState.COMPLETE
+                       and t.user_attrs.get("val_score")), key=lambda t: -t.user_attrs["val_score"])[:3]
+        lost = {e: [f"#{t.number} {t.user_attrs['val_score']:.2%}" for t in done if t.number in at]
+                for e, at in ((6, at6), (9, at9))}
+        print(f"{db.name:24} {max_epochs} ep: {len(trials):3} reached 9; pruned at 6 {len(at6):3}, at 9 "
+              f"{len(at9):3}, disagree {len(at6 ^ at9):3}; epochs saved {saved:+4}; of the top 3 by val "
+              f"({', '.join(f'#{t.number}' for t in done)}) pruned at 6: {', '.join(lost[6]) or 'none'}, "
+              f"at 9: {', '.join(lost[9]) or 'none'}")
+        for key, value in zip(totals, (len(trials), len(at6), len(at9), len(at6 ^ at9), saved, len(lost[6]),
+                                       len(lost[9])), strict=True):
+            totals[key] += value
     print("total: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
 
 

@@ -13,15 +13,10 @@ and the correlations are lower bounds of what the whole population would show.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import optuna
 import pandas as pd
+from study_files import parse_study_files, search_studies
 
-from nas20k.readers.record import CONFIRM_SUFFIX
-
-SMOKE_DB = Path(__file__).resolve().parents[1] / "studies" / "reference" / "smallest-992.db"
 EPOCHS = (1, 2, 3, 6, 9)
 
 
@@ -48,25 +43,13 @@ def study_rows(study: optuna.Study) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dbs", nargs="*", type=Path, help="SQLite study files")
-    ap.add_argument("--smoke", action="store_true", help=f"the smallest setting (a test): {SMOKE_DB.name} unless given")
-    args = ap.parse_args()
-    if args.smoke and not args.dbs:
-        args.dbs = [SMOKE_DB]
-    if not args.dbs:
-        ap.error("give at least one SQLite study file (or --smoke)")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    rows = []
-    for db in args.dbs:
-        storage = f"sqlite:///{db}"
-        for name in optuna.get_all_study_names(storage):
-            if not name.endswith(CONFIRM_SUFFIX):
-                rows += [{"file": db.name, **r} for r in study_rows(optuna.load_study(study_name=name, storage=storage))]
+    rows = [{"file": db.name, **r} for db, study in search_studies(parse_study_files(__doc__))
+            for r in study_rows(study)]
     if not rows:
         raise SystemExit("no study with 5 or more complete trials valued at an early epoch")
     frame = pd.DataFrame(rows)
-    print("| file | epoch | trials with a value | complete | Spearman early vs final | top 3 kept by a best-third cut |")
+    print("| file | epoch | trials with a value | complete | Spearman early vs final "
+          "| top 3 kept by a best-third cut |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in frame.itertuples():
         print(f"| {r.file} | {r.epoch} | {r._4} | {r.complete} | {r.spearman:.2f} | {r._7}/{r._8} |")

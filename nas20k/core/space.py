@@ -157,11 +157,12 @@ def warm_start(epochs: int, seed: int = 0, max_params: int | None = None,
     fits = {name: c for name, c in starts.items() if c.spec.num_params() < max_params}
     scaled_down = {f"{name}-scaled": replace(c, spec=small) for name, c in starts.items()
                    if name not in fits and (small := scaled(c.spec, max_params)) is not None}
-    return {name: c for name, c in {**fits, **scaled_down}.items() if _expressible(c)}
+    return {name: c for name, c in {**fits, **scaled_down}.items() if expressible(c)}
 
 
-def _expressible(candidate: Candidate) -> bool:
-    """False for a design scaled to a tiny budget, narrower than the space's width ranges."""
+def expressible(candidate: Candidate) -> bool:
+    """Whether `params_of` can give the candidate's trial parameters: False for a design scaled to a tiny budget,
+    narrower than the space's width ranges, or a zoo design with a 4th block."""
     try:
         params_of(candidate)
     except ValueError:

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from nas20k.base.optuna_private import requeue_behind
 from nas20k.core.factory import ArchSpec, scaled
-from nas20k.core.space import WIDTHS, Candidate, params_of
+from nas20k.core.space import WIDTHS, Candidate, expressible, params_of
 from nas20k.readers.record import CONFIRM_SUFFIX, StudyMeta, TrialRecord, records, search_records
 from nas20k.runner.confirm import SIGMA_PRIOR, Z, pooled_sd, seed_objective
 from nas20k.runner.lost import recover_lost_trials
@@ -89,28 +89,21 @@ def plan(recs: list[TrialRecord], taken: dict[int, set[int]], target: float, see
         if node.status == "waiting":  # a step queued again after its worker died: it is trained first
             return Action("run", node.number)
         if node.status == "running" or judged.get(node.number) is None:
-            own = node.candidate.train.seed if node.candidate else None
+            if node.candidate is None:  # its first run has not started: nothing to add yet
+                return WAIT
+            own = node.candidate.train.seed
             started = {s.seed for s in node.seeds} | taken.get(node.number, set()) | {own}
-            if node.candidate is None or len(started) >= seeds:
+            if len(started) >= seeds:
                 return WAIT
             return Action("seed", node.number, seed=next(own + k for k in range(1, 10 * seeds)
                                                          if own + k not in started))
         if judged.get(node.number) != "pass":
             continue  # the lineage's first failing step: it ends here
-        limit = min(int(node.params * ratio), smallest) if smallest is not None else int(node.params * ratio)
-        spec = scaled(node.candidate.spec, limit, tuple(lo for lo, _ in WIDTHS.values()))  # inside the space
-        if spec is not None and spec.num_params() < node.params and _expressible(Candidate(spec, node.candidate.train)):
+        floors = tuple(lo for lo, _ in WIDTHS.values())  # a step is a search trial: inside the space's widths
+        spec = scaled(node.candidate.spec, min(int(node.params * ratio), smallest), floors)
+        if spec is not None and spec.num_params() < node.params and expressible(Candidate(spec, node.candidate.train)):
             return Action("step", node.number, spec=spec)
     return None
-
-
-def _expressible(candidate: Candidate) -> bool:
-    """Whether the search space can queue it (a step is a search trial): a zoo design with a 4th block cannot."""
-    try:
-        params_of(candidate)
-    except ValueError:
-        return False
-    return True
 
 
 def _queue(study: optuna.Study, confirm: optuna.Study, target: float, seeds: int, may_step: bool) -> Action | None:
@@ -150,6 +143,7 @@ def shrink_worker(w: Worker, seeds: int) -> None:
     study = optuna.load_study(study_name=s.study_name, storage=w.storage, pruner=nop)
     confirm = optuna.load_study(study_name=s.study_name + CONFIRM_SUFFIX, storage=w.storage, pruner=nop)
     objective = Objective(w.data, s.budget, w.store, goal=s.goal, runtime=w.runtime, seed=s.seed)
+    seed_run = seed_objective(w)
 
     def step(trial: optuna.Trial) -> float:
         if "shrink_of" not in trial.user_attrs:  # another machine's worker took the step: this one is not run
@@ -174,7 +168,7 @@ def shrink_worker(w: Worker, seeds: int) -> None:
                 print(f"shrink: #{action.of} scaled to {action.spec.num_params():,} params", flush=True)
             study.optimize(step, n_trials=1)
         else:
-            confirm.optimize(seed_objective(w), n_trials=1)
+            confirm.optimize(seed_run, n_trials=1)
 
 
 def shrink_steps(study: optuna.Study, seeds: int) -> list[tuple[TrialRecord, str | None]]:
