@@ -69,6 +69,16 @@ def test_a_lineage_stops_at_its_first_failing_step_and_keeps_the_smallest_pass()
     assert plan([record(0, SPEC, [0.9950, 0.9948])], {}, TARGET, SEEDS) is None
 
 
+def test_a_step_that_diverged_ends_its_lineage() -> None:
+    """A diverged first run is a failing step (no seed runs are queued for it), and the next lineage goes on."""
+    root = record(0, SPEC, [0.9950] * 5)
+    diverged = record(1, scaled_to(RATIO), [], shrink_of=0, status="diverged")
+    assert plan([root, diverged], {}, TARGET, SEEDS) is None
+    big = record(2, PRESETS["nas20k-7458"], [0.9952] * 5)
+    nxt = plan([root, diverged, big], {}, TARGET, SEEDS)
+    assert nxt.kind == "step" and nxt.of == 2 and nxt.spec.num_params() < root.params
+
+
 def test_a_later_lineage_starts_under_the_smallest_pass_and_failed_steps_are_redone() -> None:
     small = record(0, scaled_to(0.6), [0.9945] * 5)
     failed_step = record(1, scaled_to(0.6 * RATIO), [0.9900], shrink_of=0)  # lineage 1 ended here

@@ -64,10 +64,12 @@ class Action:
 WAIT = Action("wait", -1)  # a step's runs are in flight and none is left to start: look again soon
 
 
-def _node_verdict(r: TrialRecord, target: float, seeds: int, sigma: float) -> str | None:
-    if r.status in ("pruned", "diverged"):
-        return "fail"
-    return verdict([s.val_score for s in r.seeds], target, seeds, sigma)
+def verdicts(recs: list[TrialRecord], target: float, seeds: int) -> dict[int, str | None]:
+    """The race's verdict on every trial whose first run ended: a diverged (or pruned) one has failed; one run's
+    sd is pooled over the completed trials' seeds."""
+    sigma = pooled_sd([r for r in recs if r.status == "complete"])
+    return {r.number: verdict([s.val_score for s in r.seeds], target, seeds, sigma) if r.status == "complete"
+            else "fail" for r in recs if r.status in ENDED}
 
 
 def plan(recs: list[TrialRecord], taken: dict[int, set[int]], target: float, seeds: int,
@@ -76,9 +78,8 @@ def plan(recs: list[TrialRecord], taken: dict[int, set[int]], target: float, see
     WAIT, or None once every lineage has ended. `taken`: the seeds of confirm runs running or queued, per trial.
     Lineages in order of their root's size; in each, the last step is raced, a pass makes the next step, a fail
     (or a step that no longer shrinks) ends the lineage."""
-    sigma = pooled_sd([r for r in recs if r.status == "complete"])
     steps = {r.shrink_of: r for r in recs if r.shrink_of is not None and r.status in (*ENDED, *IN_FLIGHT)}
-    judged = {r.number: _node_verdict(r, target, seeds, sigma) for r in recs if r.status == "complete"}
+    judged = verdicts(recs, target, seeds)
     roots = sorted((r for r in recs if r.shrink_of is None and judged.get(r.number) == "pass" and r.candidate),
                    key=lambda r: (r.params, r.number))
     smallest = min((r.params for r in recs if judged.get(r.number) == "pass"), default=None)
@@ -174,7 +175,5 @@ def shrink_worker(w: Worker, seeds: int) -> None:
 def shrink_steps(study: optuna.Study, seeds: int) -> list[tuple[TrialRecord, str | None]]:
     """Every step with its verdict, in trial order (for the closing lines)."""
     recs = search_records(study)
-    target = StudyMeta.of(study).goal.target
-    sigma = pooled_sd([r for r in recs if r.status == "complete"])
-    return [(r, _node_verdict(r, target, seeds, sigma)) for r in recs if r.shrink_of is not None
-            and r.status in ENDED]
+    judged = verdicts(recs, StudyMeta.of(study).goal.target, seeds)
+    return [(r, judged[r.number]) for r in recs if r.shrink_of is not None and r.number in judged]
