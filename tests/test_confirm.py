@@ -16,7 +16,7 @@ from nas20k.core.recipe import TrainConfig
 from nas20k.core.space import Candidate, warm_start
 from nas20k.readers.record import SeedRun, StudyMeta, TrialRecord, search_records
 from nas20k.readers.results import CONFIRMED, ranked
-from nas20k.runner.confirm import SIGMA_FLOOR, SIGMA_PRIOR, next_run, pooled_sd
+from nas20k.runner.confirm import SIGMA_FLOOR, SIGMA_PRIOR, confirm_candidates, next_run, pooled_sd, race_budget
 
 CONFIRM = "nas20k:confirm"
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,9 +149,9 @@ def test_smallest_goal_confirm_interrupted_and_resumed(tmp_path):
 
 # --- the race's rule, on recorded values ---------------------------------------------------------------
 
-def record(number: int, vals: list[float], params: int = 5000) -> TrialRecord:
+def record(number: int, vals: list[float], params: int = 5000, warm_start: str | None = None) -> TrialRecord:
     r = TrialRecord(number, "complete", candidate=Candidate(PRESETS["firekind-6174"], TrainConfig(seed=0)),
-                    params=params, val_score=vals[0])
+                    params=params, val_score=vals[0], warm_start=warm_start)
     r.seeds = [SeedRun(i, v, None, number, confirm=i > 0) for i, v in enumerate(vals)]
     return r
 
@@ -221,3 +221,31 @@ def test_pooled_sd_replaces_the_prior_once_a_candidate_has_two_seeds():
     assert pooled_sd([record(0, [0.99])]) == SIGMA_PRIOR
     assert pooled_sd([record(0, [0.9940, 0.9950]), record(1, [0.9930])]) == pytest.approx(0.0005 * 2 ** 0.5)
     assert pooled_sd([record(0, [0.9940, 0.9940])]) == SIGMA_FLOOR  # two equal seeds do not make the race certain
+
+
+def test_the_warm_starts_designs_race_wherever_their_first_run_ranked_them():
+    """The entrants are the top 2 and every completed warm-start design below them (the zoo's incumbents), not
+    the sampled designs below the top; in rank order."""
+    sampled = [record(n, [v]) for n, v in ((10, 0.9935), (11, 0.9931), (12, 0.9927))]
+    zoo = [record(0, [0.9932], warm_start="nas20k-7458"), record(1, [0.9919], warm_start="nas20k-16424-scaled")]
+    entrants = confirm_candidates(sampled + zoo, StudyMeta(), 2)
+    assert [r.number for r in entrants] == [10, 0, 1]
+    assert [r.number for r in confirm_candidates(sampled, StudyMeta(), 2)] == [10, 11]
+
+
+def test_more_entrants_share_the_races_budget():
+    """Three entrants, a budget of top 2 x 2 runs: each gets one more seed, the leader first; once the confirm
+    study holds 4 runs only the leader (re-ranked by mean) gets seeds, so the race costs what top 2 cost."""
+    leader, close, zoo = record(0, [0.9940]), record(1, [0.9938]), record(2, [0.9925], warm_start="z")
+    race = [leader, close, zoo]
+    limit = race_budget(2, 3)
+    assert next_run(race, {}, 3, Goal(), Budget(), 0, limit) == (0, 1)
+    assert next_run(race, {0: {1}}, 3, Goal(), Budget(), 1, limit) == (1, 1)
+    assert next_run(race, {0: {1}, 1: {1}}, 3, Goal(), Budget(), 2, limit) == (2, 1)  # the zoo's design, plausible
+    zoo.seeds.append(SeedRun(1, 0.9950, None, 2, confirm=True))  # its second seed makes it the leader (99.375 %)
+    leader.seeds.append(SeedRun(1, 0.9930, None, 0, confirm=True))
+    close.seeds.append(SeedRun(1, 0.9932, None, 1, confirm=True))
+    order = ranked(race, Goal(), Budget())
+    assert order[0] is zoo
+    assert next_run(order, {}, 3, Goal(), Budget(), 3, limit) == (2, 2)
+    assert next_run(order, {2: {2}}, 3, Goal(), Budget(), 4, limit) is None  # spent; the leader has its 3 seeds
