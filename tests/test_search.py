@@ -314,6 +314,24 @@ def test_a_design_over_budget_starts_scaled_with_its_recipe(max_params):
         assert widened == original.spec
 
 
+def test_start_queues_the_named_zoo_designs_alone_in_order_scaled_where_over_budget(tmp_path):
+    """`--start` replaces the lead and its followers: one zoo design alone (to re-confirm it on another split), or
+    several in the given order; a design over the budget by its scaled name or its own; a name the zoo lacks, or
+    --start with --no-warm-start, is refused before any study exists."""
+    study, queued = prepare(settings(tmp_path, budget=Budget(6000, 15), starts=("nas20k-7458", "nas20k-5826")))
+    starts = warm_start(15, 0, 6000)
+    names = ["nas20k-7458-scaled", "nas20k-5826"]
+    assert queued["warm_start"] == names == study.user_attrs["warm_started"]
+    assert waiting(study) == [(name, params_of(starts[name])) for name in names]
+    other = tmp_path / "other"
+    other.mkdir()
+    for bad, says in [(dict(starts=("nas20k-9999",)), "no zoo design 'nas20k-9999'"),
+                      (dict(starts=("nas20k-5826",), warm_start=False), "cannot go with --no-warm-start")]:
+        with pytest.raises(UserError, match=says):
+            prepare(settings(other, **bad))
+    assert not list(other.rglob("*.db"))
+
+
 def test_no_warm_start_queues_none_and_a_resumed_study_does_not_requeue(tmp_path):
     study, queued = prepare(settings(tmp_path, warm_start=False))
     assert queued["warm_start"] == [] and not study.trials

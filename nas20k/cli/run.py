@@ -138,6 +138,9 @@ def search(
     pruner: Annotated[str, typer.Option(help=PRUNER_HELP)] = DEFAULT_PRUNER,
     warm_start: Annotated[bool, typer.Option(
         help="Seed a new study with the known designs that fit the budget (scaled where they do not).")] = True,
+    start: Annotated[list[str] | None, typer.Option(
+        help="Queue this zoo design first instead of the lead and its followers (repeatable, in order; scaled to the "
+             "budget if over it), e.g. to re-confirm one on another --split-seed.", show_default=False)] = None,
     local_search: Annotated[bool, typer.Option(
         help="Make every third trained trial a neighbour of a top design (one gene changed) instead of TPE's.")] = True,
     confirm_top: Annotated[int, typer.Option(
@@ -155,7 +158,8 @@ def search(
     """Search architectures and training recipes with Optuna (TPE + pruning) under the budget, then confirm the
     winners on more seeds; resumable (re-run the same command)."""
     settings = _settings(run, trials=trials, budget=Budget(max_params, max_epochs), goal=Goal(goal, target),
-                         pruner=pruner, seed=seed, warm_start=warm_start, local_search=local_search)
+                         pruner=pruner, seed=seed, warm_start=warm_start, starts=tuple(start or ()),
+                         local_search=local_search)
     confirm_seeds = SEEDS.get(goal, 3) if confirm_seeds is None else confirm_seeds  # a bad --goal: refused below
     if confirm_top < 0 or confirm_seeds < 1:
         raise UserError("--confirm-top must be >= 0 and --confirm-seeds >= 1")

@@ -129,6 +129,7 @@ class SearchSettings:
     trials_per_process: int | None = None  # None: the runtime's choice (`worker_groups`)
     seed: int = 0
     warm_start: bool = True
+    starts: tuple[str, ...] = ()  # zoo designs to queue instead of the lead and its followers (`--start`)
     local_search: bool = True  # every MOVE_EVERY-th trained trial a neighbour of a top design (`runner.local`)
     device: str = "auto"
     precision: str = "auto"
@@ -203,4 +204,10 @@ class SearchSettings:
         self.execution  # noqa: B018 - a --device or --precision that names nothing usable is refused here
         self.budget.validate()
         self.goal.validate()
+        if self.starts:
+            if not self.warm_start:
+                raise UserError("--start names designs for the warm start; it cannot go with --no-warm-start")
+            from nas20k.runner.study import chosen_starts
+
+            chosen_starts(self)  # an unknown name, or one the space cannot express at this budget
         return self

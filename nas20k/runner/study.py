@@ -16,10 +16,11 @@ from typing import NoReturn
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas20k.base.errors import UserError
 from nas20k.base.optuna_private import enqueue_again, queued_params, requeue_behind
 from nas20k.core.data import check_files, default_data_dir
 from nas20k.core.pruners import make_pruner, pruner_epochs, warm_prune_from
-from nas20k.core.space import params_of, warm_start
+from nas20k.core.space import Candidate, params_of, warm_start
 from nas20k.core.zoo import entries
 from nas20k.readers.record import CARRIED, StudyMeta, records, write
 from nas20k.runner.local import enqueue_move
@@ -50,17 +51,31 @@ def give_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> NoReturn
     raise optuna.TrialPruned("surplus")
 
 
+def chosen_starts(settings: SearchSettings) -> list[tuple[str, Candidate]]:
+    """What the warm start queues, in order: the designs that fit the budget, the rest scaled to it; of them the
+    first, the lead, and the zoo's followers for the goal (`ZooEntry.follows`), or, given `--start`, the named ones
+    (e.g. one zoo design alone, re-confirmed on another `--split-seed`)."""
+    zoo = entries()
+    fits = warm_start(settings.budget.max_epochs, settings.seed, settings.budget.max_params, zoo)
+    if settings.starts:
+        by_base = {name.removesuffix("-scaled"): name for name in fits}
+        if missing := [n for n in settings.starts if n.removesuffix("-scaled") not in by_base]:
+            raise UserError(f"--start: no zoo design {', '.join(map(repr, missing))} fits "
+                            f"{settings.budget.max_params:,} params, even scaled (see `nas20k zoo`)")
+        return [(by_base[n.removesuffix("-scaled")], fits[by_base[n.removesuffix("-scaled")]])
+                for n in settings.starts]
+    starts = list(fits.items())
+    followers = {e.name for e in zoo if settings.goal.kind in e.follows}
+    return starts[:1] + [(name, c) for name, c in starts[1:] if name.removesuffix("-scaled") in followers]
+
+
 def _enqueue_warm_start(study: optuna.Study, settings: SearchSettings, meta: StudyMeta) -> list[str]:
-    """Seed a new study with the known designs that fit the budget, the rest scaled to it (once per study,
-    whoever starts first): the first, the lead, and the zoo's followers for the goal (`ZooEntry.follows`). The lead
-    trains to the end unpruned; the others may be pruned from `pruners.warm_prune_from`."""
+    """Seed a new study with `chosen_starts` (once per study, whoever starts first). The first trains to the end
+    unpruned; the others may be pruned from `pruners.warm_prune_from`."""
     if not settings.warm_start or meta.warm_started is not None or study.get_trials(deepcopy=False):
         meta.warm_started = meta.warm_started or []
         return []
-    zoo = entries()
-    starts = list(warm_start(settings.budget.max_epochs, settings.seed, settings.budget.max_params, zoo).items())
-    followers = {e.name for e in zoo if settings.goal.kind in e.follows}
-    starts = starts[:1] + [(name, c) for name, c in starts[1:] if name.removesuffix("-scaled") in followers]
+    starts = chosen_starts(settings)
     for i, (name, candidate) in enumerate(starts):
         prune_from = None if i == 0 else warm_prune_from(settings.budget.max_epochs)
         study.enqueue_trial(params_of(candidate), user_attrs={"warm_start": name, "prune_from": prune_from})
