@@ -10,7 +10,7 @@ evidence it was chosen on against the new split, val mean ± sd over n seeds, an
 `--write` puts the new figures into the packaged zoo as each design's evidence, the old trial kept as `found_in`:
 the only way a figure in the zoo changes. `--smoke`: one design, 1 epoch on 1,500 images, 2 seeds, in a temp dir.
 
-    python benchmarks/zoo_recheck.py nas20k-separable-3680 --split-seed 1 --out studies/reference/zoo-split1.db
+    python benchmarks/zoo_recheck.py nas20k-separable-3680 --split-seed 1 [--write]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import optuna
 
 from nas20k.core import zoo
 from nas20k.readers.record import StudyMeta, search_records
-from nas20k.readers.results import best_record, zoo_entry
+from nas20k.readers.results import zoo_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["--limit", "1500", "--val-size", "500", "--max-epochs", "1"]
@@ -43,12 +43,17 @@ def study_name(name: str, split_seed: int) -> str:
 
 
 def recheck(entry: zoo.ZooEntry, split_seed: int, out: Path, jobs: int, smoke: bool) -> None:
-    """Run (or resume: the same command) the design's re-confirmation on `split_seed`."""
+    """Run (or resume: the same command) the design's re-confirmation on `split_seed`, with its evidence's budget
+    and goal (a smallest goal's --target read off that study; no shrink search)."""
     ev = entry.evidence
     seeds = 2 if smoke else 5 if ev.seeds >= 5 else 3
     epochs = [] if smoke else ["--max-epochs", str(ev.budget[1])]
+    goal = ["--goal", ev.goal]
+    if ev.goal == "smallest":
+        found = optuna.load_study(study_name=ev.study_name, storage=f"sqlite:///{ROOT / ev.study}")
+        goal += ["--target", str(StudyMeta.of(found).goal.target), "--no-shrink"]
     cmd = [sys.executable, "-m", "nas20k", "search", "--start", entry.name, "--trials", "1", "--no-local-search",
-           "--confirm-top", "1", "--confirm-seeds", str(seeds), "--split-seed", str(split_seed),
+           "--confirm-top", "1", "--confirm-seeds", str(seeds), "--split-seed", str(split_seed), *goal,
            "--max-params", str(ev.budget[0]), *epochs, *(SMOKE if smoke else []), "--jobs", str(jobs), "--quiet",
            "--study-name", study_name(entry.name, split_seed), "--storage", f"sqlite:///{out}",
            "--artifacts", str(out.with_suffix(".artifacts"))]
@@ -57,22 +62,24 @@ def recheck(entry: zoo.ZooEntry, split_seed: int, out: Path, jobs: int, smoke: b
 
 
 def rechecked(entry: zoo.ZooEntry, split_seed: int, out: Path) -> zoo.ZooEntry:
-    """The design with its evidence from the re-confirmation study (the trial it was chosen as: `found_in`)."""
+    """The design with its evidence from the re-confirmation study: the trial the warm start queued it as (the same
+    design, or this refuses), its seeds on the new split; where it was chosen is kept as `found_in`."""
     name = study_name(entry.name, split_seed)
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{out}")
-    r = best_record(search_records(study), StudyMeta.of(study), name)
-    new = zoo_entry(r, StudyMeta.of(study), name, str(out), entry.name).evidence
+    r = next(r for r in search_records(study) if r.warm_start == entry.name)
+    if r.candidate is None or r.candidate.spec != entry.spec:
+        raise SystemExit(f"{name}: trial #{r.number} is not {entry.name} as the zoo holds it")
+    where = str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)
+    new = zoo_entry(r, StudyMeta.of(study), name, where, entry.name).evidence
     old = entry.evidence
-    found = old.found_in or f"{old.study_name}#{old.trial}"
-    return replace(entry, evidence=replace(new, study=os.path.relpath(out, ROOT) if out.is_relative_to(ROOT)
-                                           else str(out), found_in=found))
+    return replace(entry, evidence=replace(new, found_in=old.found_in or f"{old.study_name}#{old.trial}"))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("names", nargs="*", help="zoo designs (default: every packaged one with evidence)")
     p.add_argument("--split-seed", type=int, default=1)
-    p.add_argument("--out", type=Path, default=ROOT / "studies/reference/zoo-split1.db")
+    p.add_argument("--out", type=Path, help="the study file  [default: studies/reference/zoo-split<S>.db]")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--write", action="store_true", help="put the new evidence into the packaged zoo")
     p.add_argument("--smoke", action="store_true")
@@ -83,25 +90,34 @@ def main() -> None:
     by_name = {e.name: e for e in packaged}
     if missing := [n for n in names if n not in by_name or by_name[n].evidence is None]:
         p.error(f"no packaged zoo design with evidence named {', '.join(missing)}")
-    tmp = tempfile.TemporaryDirectory() if a.smoke else None
-    out = (Path(tmp.name) / "zoo-smoke.db") if tmp else a.out.resolve()
+    if a.smoke:
+        with tempfile.TemporaryDirectory() as tmp:
+            report(names, by_name, a.split_seed, Path(tmp) / "zoo-smoke.db", a.jobs, smoke=True)
+        return
+    out = (a.out or ROOT / f"studies/reference/zoo-split{a.split_seed}.db").resolve()
+    if a.write and not out.is_relative_to(ROOT):
+        p.error("--write cites the study file in the packaged zoo: give an --out inside the repository")
+    done = report(names, by_name, a.split_seed, out, a.jobs, smoke=False)
+    if a.write:
+        zoo.save(zoo.PACKAGED, [done.get(e.name, e) for e in packaged])
+        print(f"wrote the new evidence of {len(done)} design(s) into {zoo.PACKAGED}")
+
+
+def report(names: list[str], by_name: dict[str, zoo.ZooEntry], split_seed: int, out: Path, jobs: int,
+           smoke: bool) -> dict[str, zoo.ZooEntry]:
+    """Re-confirm each design, then print the table; returns the designs with their new evidence."""
     done = {}
     for n in names:
-        recheck(by_name[n], a.split_seed, out, a.jobs, a.smoke)
-        done[n] = rechecked(by_name[n], a.split_seed, out)
-    print(f"\n| design | params | budget | chosen on: split, n, val ± sd | split {a.split_seed}: n, val ± sd | "
-          f"split {a.split_seed} test | val change |\n| --- | --- | --- | --- | --- | --- | --- |")
+        recheck(by_name[n], split_seed, out, jobs, smoke)
+        done[n] = rechecked(by_name[n], split_seed, out)
+    print(f"\n| design | params | budget | chosen on: split, n, val ± sd | split {split_seed}: n, val ± sd | "
+          f"split {split_seed} test | val change |\n| --- | --- | --- | --- | --- | --- | --- |")
     for n, e in done.items():
         old, new = by_name[n].evidence, e.evidence
         print(f"| {n} | {e.spec.num_params():,} | {old.budget[0] / 1000:g}k/{old.budget[1]} | {old.split_seed}, "
               f"{old.seeds}, {fig(old.val_mean, old.val_sd)} | {new.seeds}, {fig(new.val_mean, new.val_sd)} | "
               f"{fig(new.test_mean)} | {100 * (new.val_mean - old.val_mean):+.3f} pp |")
-    if a.write and not a.smoke:
-        zoo.save(zoo.PACKAGED, [done.get(e.name, e) for e in packaged])
-        print(f"wrote the new evidence of {len(done)} design(s) into {zoo.PACKAGED}")
-    if tmp:
-        tmp.cleanup()
-
+    return done
 
 if __name__ == "__main__":
     main()

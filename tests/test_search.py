@@ -316,16 +316,22 @@ def test_a_design_over_budget_starts_scaled_with_its_recipe(max_params):
 
 def test_start_queues_the_named_zoo_designs_alone_in_order_scaled_where_over_budget(tmp_path):
     """`--start` replaces the lead and its followers: one zoo design alone (to re-confirm it on another split), or
-    several in the given order; a design over the budget by its scaled name or its own; a name the zoo lacks, or
-    --start with --no-warm-start, is refused before any study exists."""
-    study, queued = prepare(settings(tmp_path, budget=Budget(6000, 15), starts=("nas20k-7458", "nas20k-5826")))
+    several in the given order; a design over the budget by its own name or its scaled one. Refused before any study
+    exists: a name the zoo lacks, one named twice, --start with --no-warm-start; and refused on a study that was
+    started from other designs (the same command resumes)."""
+    run = settings(tmp_path, budget=Budget(6000, 15), starts=("nas20k-7458-scaled", "nas20k-5826"))
+    study, queued = prepare(run)
     starts = warm_start(15, 0, 6000)
     names = ["nas20k-7458-scaled", "nas20k-5826"]
     assert queued["warm_start"] == names == study.user_attrs["warm_started"]
     assert waiting(study) == [(name, params_of(starts[name])) for name in names]
+    assert prepare(dataclasses.replace(run, starts=("nas20k-7458", "nas20k-5826")))[1]["warm_start"] == []  # resumed
+    with pytest.raises(UserError, match="already exists, started from nas20k-7458-scaled, nas20k-5826"):
+        prepare(dataclasses.replace(run, starts=("nas20k-5826",)))
     other = tmp_path / "other"
     other.mkdir()
     for bad, says in [(dict(starts=("nas20k-9999",)), "no zoo design 'nas20k-9999'"),
+                      (dict(starts=("nas20k-5826", "nas20k-5826")), "names a design twice"),
                       (dict(starts=("nas20k-5826",), warm_start=False), "cannot go with --no-warm-start")]:
         with pytest.raises(UserError, match=says):
             prepare(settings(other, **bad))

@@ -74,12 +74,12 @@ def race_budget(top: int, seeds: int) -> int:
 
 
 def next_run(candidates: list[TrialRecord], taken: dict[int, set[int]], seeds: int, goal: Goal,
-             budget: Budget, spent: int = 0, limit: int | None = None) -> tuple[int, int] | None:
+             budget: Budget, spent: int, limit: int) -> tuple[int, int] | None:
     """The next (search trial, seed) to train, or None when the race is over. `candidates` are the entrants in
     rank order with their finished seed runs; `taken` the seeds already running or queued per trial; `spent` the
     runs the confirm study holds (finished, running or queued). Seeds go one at a time across the leader and the
-    plausible challengers, fewest first (the leader first among equals), until `spent` reaches `limit` (default
-    `race_budget(len(candidates), seeds)`), then the leader's alone; a candidate's next seed is its own + 1, + 2..."""
+    plausible challengers, fewest first (the leader first among equals), until `spent` reaches `limit` (the race's
+    budget, `race_budget`), then the leader's alone; a candidate's next seed is its own + 1, + 2, ..."""
     if not candidates:
         return None
     leader = candidates[0]
@@ -90,7 +90,7 @@ def next_run(candidates: list[TrialRecord], taken: dict[int, set[int]], seeds: i
         return (goal.value(c.mean_val() + margin, c.params or 0, budget)
                 >= goal.value(leader.mean_val(), leader.params or 0, budget))
 
-    over_budget = spent >= (race_budget(len(candidates), seeds) if limit is None else limit)
+    over_budget = spent >= limit
     racing = [leader, *(c for c in candidates[1:] if not over_budget and plausible(c))]
     started = {c.number: {s.seed for s in c.seeds} | taken.get(c.number, set()) for c in racing}
     behind = [c for c in racing if len(started[c.number]) < seeds]

@@ -204,10 +204,8 @@ class SearchSettings:
         self.execution  # noqa: B018 - a --device or --precision that names nothing usable is refused here
         self.budget.validate()
         self.goal.validate()
-        if self.starts:
-            if not self.warm_start:
-                raise UserError("--start names designs for the warm start; it cannot go with --no-warm-start")
-            from nas20k.runner.study import chosen_starts
-
-            chosen_starts(self)  # an unknown name, or one the space cannot express at this budget
+        if self.starts and not self.warm_start:
+            raise UserError("--start names designs for the warm start; it cannot go with --no-warm-start")
+        if len(set(self.starts)) != len(self.starts):
+            raise UserError(f"--start names a design twice: {', '.join(self.starts)}")
         return self

@@ -72,10 +72,14 @@ def chosen_starts(settings: SearchSettings) -> list[tuple[str, Candidate]]:
 def _enqueue_warm_start(study: optuna.Study, settings: SearchSettings, meta: StudyMeta) -> list[str]:
     """Seed a new study with `chosen_starts` (once per study, whoever starts first). The first trains to the end
     unpruned; the others may be pruned from `pruners.warm_prune_from`."""
+    starts = chosen_starts(settings) if settings.starts else None
     if not settings.warm_start or meta.warm_started is not None or study.get_trials(deepcopy=False):
+        if starts is not None and [name for name, _ in starts] != meta.warm_started:
+            raise UserError(f"--start: study {settings.study_name!r} already exists, started from "
+                            f"{', '.join(meta.warm_started or []) or 'nothing'}; give a new --study-name")
         meta.warm_started = meta.warm_started or []
         return []
-    starts = chosen_starts(settings)
+    starts = starts or chosen_starts(settings)
     for i, (name, candidate) in enumerate(starts):
         prune_from = None if i == 0 else warm_prune_from(settings.budget.max_epochs)
         study.enqueue_trial(params_of(candidate), user_attrs={"warm_start": name, "prune_from": prune_from})
@@ -106,6 +110,8 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
     the study; enqueue the warm start (new study) and interrupted trials (resume). Returns the study and what
     was queued."""
     settings.validate()
+    if settings.starts:
+        chosen_starts(settings)  # an unknown name, or one the space cannot express here: before any study exists
     check_files(Path(settings.data_dir) if settings.data_dir else default_data_dir(), settings.download)
     storage = open_storage(settings.storage_url, settings.heartbeat, settings.storage_patience, "search: ",
                            wait_to_open=False, connections=settings.execution.command_connections)
