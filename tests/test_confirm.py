@@ -16,7 +16,7 @@ from nas20k.core.recipe import TrainConfig
 from nas20k.core.space import Candidate, warm_start
 from nas20k.readers.record import SeedRun, StudyMeta, TrialRecord, search_records
 from nas20k.readers.results import CONFIRMED, ranked
-from nas20k.runner.confirm import SIGMA_FLOOR, SIGMA_PRIOR, confirm_candidates, next_run, pooled_sd, race_budget
+from nas20k.runner.confirm import SIGMA_FLOOR, SIGMA_PRIOR, next_run, pooled_sd
 
 CONFIRM = "nas20k:confirm"
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,9 +149,9 @@ def test_smallest_goal_confirm_interrupted_and_resumed(tmp_path):
 
 # --- the race's rule, on recorded values ---------------------------------------------------------------
 
-def record(number: int, vals: list[float], params: int = 5000, warm_start: str | None = None) -> TrialRecord:
+def record(number: int, vals: list[float], params: int = 5000) -> TrialRecord:
     r = TrialRecord(number, "complete", candidate=Candidate(PRESETS["firekind-6174"], TrainConfig(seed=0)),
-                    params=params, val_score=vals[0], warm_start=warm_start)
+                    params=params, val_score=vals[0])
     r.seeds = [SeedRun(i, v, None, number, confirm=i > 0) for i, v in enumerate(vals)]
     return r
 
@@ -160,29 +160,23 @@ def test_a_challenger_far_behind_the_leader_gets_no_more_seeds():
     """With one seed each and the prior sd (0.08 points), a challenger 0.05 points behind races on, one 0.5 behind
     does not; the leader runs first, then the plausible challenger, then the leader again."""
     leader, close, far = record(0, [0.9945]), record(1, [0.9940]), record(2, [0.9895])
-    assert next_run([leader, close, far], {}, 3, Goal(), Budget(), 0, race_budget(3, 3)) == (0, 1)
-    assert next_run([leader, close, far], {0: {1}}, 3, Goal(), Budget(), 1, race_budget(3, 3)) == (1, 1)
-    assert next_run([leader, close, far], {0: {1}, 1: {1}}, 3, Goal(), Budget(), 2, race_budget(3, 3)) == (0, 2)
-    assert next_run([leader, close, far], {0: {1, 2}, 1: {1, 2}}, 3, Goal(), Budget(), 4, 6) is None  # `far`: never
+    assert next_run([leader, close, far], {}, 3, Goal(), Budget()) == (0, 1)
+    assert next_run([leader, close, far], {0: {1}}, 3, Goal(), Budget()) == (1, 1)
+    assert next_run([leader, close, far], {0: {1}, 1: {1}}, 3, Goal(), Budget()) == (0, 2)
+    assert next_run([leader, close, far], {0: {1, 2}, 1: {1, 2}}, 3, Goal(), Budget()) is None  # `far` never runs again
 
 
-def replay(name: str, top: int, seeds: int, budgeted: bool = True, entrants: bool = False
-           ) -> tuple[list[TrialRecord], int]:
+def replay(name: str, top: int, seeds: int, budgeted: bool = True) -> tuple[list[TrialRecord], int]:
     """Replay a committed study's race one run at a time on its recorded seed values: the candidates ranked at the
-    end, and the runs spent. `entrants`: the race as it runs now (`confirm_candidates`: the warm start's designs
-    enter too); else the top alone, as these studies ran it."""
+    end, and the runs spent."""
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{ROOT}/studies/reference/{name}.db")
     meta = StudyMeta.of(study)
     recs = [r for r in search_records(study) if r.seeds]
     full = {r.number: r.seeds for r in recs}
-    race = [record(r.number, [r.seeds[0].val_score], params=r.params, warm_start=r.warm_start) for r in recs]
+    race = [record(r.number, [r.seeds[0].val_score], params=r.params) for r in recs]
     spent = 0
-    limit = race_budget(top, seeds) if budgeted else len(race) * seeds
-
-    def candidates() -> list[TrialRecord]:
-        return confirm_candidates(race, meta, top) if entrants else ranked(race, meta.goal, meta.budget)[:top]
-
-    while (nxt := next_run(candidates(), {}, seeds, meta.goal, meta.budget, spent, limit)) is not None:
+    while (nxt := next_run(ranked(race, meta.goal, meta.budget)[:top], {}, seeds, meta.goal, meta.budget,
+                           spent if budgeted else 0)) is not None:
         n, seed = nxt
         r = next(r for r in race if r.number == n)
         r.seeds.append(next(s for s in full[n] if s.seed == seed))  # StopIteration: a run the race never trained
@@ -216,56 +210,14 @@ def test_two_candidates_and_a_budget_keep_the_recorded_winners_in_fewer_runs(nam
     assert (race[0].number, race[0].n_seeds, spent) == (winner, seeds, unbudgeted_top3)
 
 
-@pytest.mark.parametrize("name, seeds, winner, runs", [
-    ("nas20k", 3, 36, 4),
-    ("nas20k-quiet", 3, 35, 5),
-    ("nas20k-15ep", 3, 0, 4),  # the zoo's nas20k-14088 (99.427 %) for #31 (99.440 %), which got no seeds here
-    ("smallest-5k-laptop3", 5, 72, 9),
-])
-def test_the_race_with_the_warm_starts_designs_replayed_on_the_committed_races(name, seeds, winner, runs):
-    """The race as it runs now (the top 2 and the warm start's completed designs, a budget of 2 * (seeds - 1)),
-    replayed where the recorded seeds suffice (not `nas20k-quiet-2`: its zoo design #0 never got a second seed).
-    Three winners stay; in `nas20k-15ep` the zoo's design wins by 0.013 points less (docs/design.md)."""
-    race, spent = replay(name, 2, seeds, entrants=True)
-    assert (race[0].number, race[0].n_seeds, spent) == (winner, seeds, runs)
-
-
 def test_once_the_budget_is_spent_only_the_leader_gets_seeds():
     leader, close = record(0, [0.9945, 0.9950]), record(1, [0.9944])
-    assert next_run([leader, close], {}, 3, Goal(), Budget(), 3, race_budget(2, 3)) == (1, 1)  # plausible, budget left
-    assert next_run([leader, close], {}, 3, Goal(), Budget(), 4, race_budget(2, 3)) == (0, 2)  # spent: the leader
-    assert next_run([record(0, [0.9945, 0.9950, 0.9940]), close], {}, 3, Goal(), Budget(), 4, 4) is None
+    assert next_run([leader, close], {}, 3, Goal(), Budget(), spent=3) == (1, 1)  # plausible, budget left
+    assert next_run([leader, close], {}, 3, Goal(), Budget(), spent=4) == (0, 2)  # spent: the leader's last seed
+    assert next_run([record(0, [0.9945, 0.9950, 0.9940]), close], {}, 3, Goal(), Budget(), spent=4) is None
 
 
 def test_pooled_sd_replaces_the_prior_once_a_candidate_has_two_seeds():
     assert pooled_sd([record(0, [0.99])]) == SIGMA_PRIOR
     assert pooled_sd([record(0, [0.9940, 0.9950]), record(1, [0.9930])]) == pytest.approx(0.0005 * 2 ** 0.5)
     assert pooled_sd([record(0, [0.9940, 0.9940])]) == SIGMA_FLOOR  # two equal seeds do not make the race certain
-
-
-def test_the_warm_starts_designs_race_wherever_their_first_run_ranked_them():
-    """The entrants are the top 2 and every completed warm-start design below them (the zoo's incumbents), not
-    the sampled designs below the top; in rank order."""
-    sampled = [record(n, [v]) for n, v in ((10, 0.9935), (11, 0.9931), (12, 0.9927))]
-    zoo = [record(0, [0.9932], warm_start="nas20k-7458"), record(1, [0.9919], warm_start="nas20k-16424-scaled")]
-    entrants = confirm_candidates(sampled + zoo, StudyMeta(), 2)
-    assert [r.number for r in entrants] == [10, 0, 1]
-    assert [r.number for r in confirm_candidates(sampled, StudyMeta(), 2)] == [10, 11]
-
-
-def test_more_entrants_share_the_races_budget():
-    """Three entrants, a budget of top 2 x 2 runs: each gets one more seed, the leader first; once the confirm
-    study holds 4 runs only the leader (re-ranked by mean) gets seeds, so the race costs what top 2 cost."""
-    leader, close, zoo = record(0, [0.9940]), record(1, [0.9938]), record(2, [0.9925], warm_start="z")
-    race = [leader, close, zoo]
-    limit = race_budget(2, 3)
-    assert next_run(race, {}, 3, Goal(), Budget(), 0, limit) == (0, 1)
-    assert next_run(race, {0: {1}}, 3, Goal(), Budget(), 1, limit) == (1, 1)
-    assert next_run(race, {0: {1}, 1: {1}}, 3, Goal(), Budget(), 2, limit) == (2, 1)  # the zoo's design, plausible
-    zoo.seeds.append(SeedRun(1, 0.9950, None, 2, confirm=True))  # its second seed makes it the leader (99.375 %)
-    leader.seeds.append(SeedRun(1, 0.9930, None, 0, confirm=True))
-    close.seeds.append(SeedRun(1, 0.9932, None, 1, confirm=True))
-    order = ranked(race, Goal(), Budget())
-    assert order[0] is zoo
-    assert next_run(order, {}, 3, Goal(), Budget(), 3, limit) == (2, 2)
-    assert next_run(order, {2: {2}}, 3, Goal(), Budget(), 4, limit) is None  # spent; the leader has its 3 seeds

@@ -72,8 +72,8 @@ def _confirm(settings: SearchSettings, top: int, seeds: int, quiet: bool) -> Non
     if not at_most:
         out.print(f"the race is over: the leader has {seeds} seeds, and the others theirs or the race's runs are spent")
         return
-    out.print(f"confirming the top {top} and the warm start's designs on up to {seeds} seeds each, raced: at most "
-              f"{at_most} run(s), and a new leader's seeds if the leader falls")
+    out.print(f"confirming the top {top} on up to {seeds} seeds each, raced: at most {at_most} run(s), and a new "
+              f"leader's seeds if the leader falls")
     before = confirm.get_trials(deepcopy=False)
     plan = Plan(trained_count(before) + at_most, settings.execution.workers, settings.budget.max_epochs, pruned=False)
 
@@ -166,7 +166,6 @@ def search(
     settings.validate()  # the flags, before torch and the storage load
     from nas20k.readers.progress import Plan, Reporter, first_result_text
     from nas20k.readers.record import records
-    from nas20k.runner.confirm import race_budget
     from nas20k.runner.storage import redact
     from nas20k.runner.study import prepare, probe_seconds_per_epoch, search_worker, trained_count
 
@@ -187,7 +186,7 @@ def search(
             out.print(f"warm start queued: {', '.join(queued['warm_start'])}")
         if not run["quiet"] and (speed := probe_seconds_per_epoch(settings, study)):
             out.print(first_result_text(records(study.get_trials(deepcopy=False)), max_epochs, speed))
-        confirm_runs = race_budget(confirm_top, confirm_seeds)
+        confirm_runs = confirm_top * (confirm_seeds - 1)
         plan = Plan(target=trials, workers=settings.execution.workers, max_epochs=max_epochs, confirm_runs=confirm_runs,
                     rungs=tuple(rungs(pruner, max_epochs)))
         _run(settings, search_worker, study, Reporter(out, plan, before, run["quiet"]))

@@ -1,24 +1,17 @@
 """Seed confirmation of a search's winners, raced: the top candidates get more seeds one at a time, and a
 candidate stops getting them once it can no longer plausibly overtake the leader.
 
-The entrants (`confirm_candidates`): the top `top` by `results.ranked` (the goal's value of the mean val score over
-seeds), and every completed design of the warm start, wherever its one run ranked it. Why: the zoo's designs are
-the incumbents, each with multi-seed evidence where it was found; one seed ranks designs this close by noise, and
-at < 10,000 params / 12 epochs (docs/results.md) the zoo's design that won on three seeds (99.37 %) was 6th of 7 on
-its first seed (99.19 %), so the search raced two others and ended below the zoo alone. As in SMAC, a challenger
-replaces an incumbent only by beating it on the same seeds. They share the race's budget, so it costs no more runs.
-
-The rule (`next_run`): the leader is the first of the entrants by that ranking. A challenger stays in the race
-while its mean plus Z standard errors of the difference to the leader's mean would still beat the leader:
-`goal.value(mean_c + Z * sigma * sqrt(1/n_c + 1/n_L)) >= goal.value(mean_L)`, with sigma one run's val-score sd,
-pooled over the candidates' seeds (SIGMA_PRIOR until two seeds of one exist). Why: a challenger further behind than
-that needs several lucky seeds to overtake, and its remaining runs would buy nothing; SMAC's intensification drops
-challengers the same way. The race has a budget, `top * (seeds - 1)` runs however many entrants it has (what its
-first line plans): once the confirm study holds that many, only the leader gets seeds. Why: when a leader's mean
-falls, the next single run moves into the top, and a single run that made the top is lucky on average, so an
-unbudgeted race chases one after another (`nas20k-quiet-2`: 12 runs for a plan of 6; on the recorded races the
-budget keeps every winner). The leader always runs to `seeds`, so the winner ends with >= 3 seeds (by default),
-and `best` reads the runs as before.
+The rule (`next_run`): the leader is the first of `results.ranked` (the goal's value of the mean val score over
+seeds). A challenger stays in the race while its mean plus Z standard errors of the difference to the leader's
+mean would still beat the leader: `goal.value(mean_c + Z * sigma * sqrt(1/n_c + 1/n_L)) >= goal.value(mean_L)`,
+with sigma one run's val-score sd, pooled over the candidates' seeds (SIGMA_PRIOR until two seeds of one exist).
+Why: a challenger further behind than that needs several lucky seeds to overtake, and its remaining runs would
+buy nothing; SMAC's intensification drops challengers the same way. The race has a budget, `top * (seeds - 1)`
+runs (what its first line plans): once the confirm study holds that many, only the leader gets seeds. Why: when a
+leader's mean falls, the next single run moves into the top, and a single run that made the top is lucky on
+average, so an unbudgeted race chases one after another (`nas20k-quiet-2`: 12 runs for a plan of 6; on the
+recorded races the budget keeps every winner). The leader always runs to `seeds`, so the winner ends with >= 3
+seeds (by default), and `best` reads the runs as before.
 
 Runs live in the sibling study `<search>:confirm`, one trial per (search trial, seed), trained by workers on
 `Study.optimize`: each worker queues the next run under the planning lock, then takes one queued run.
@@ -68,18 +61,18 @@ def pooled_sd(candidates: list[TrialRecord]) -> float:
     return max(SIGMA_FLOOR, math.sqrt(sum((len(g) - 1) * statistics.variance(g) for g in groups) / dof))
 
 
-def race_budget(top: int, seeds: int) -> int:
-    """The runs a race may spend before only its leader gets seeds: each of the top's missing seeds, once."""
-    return top * (seeds - 1)
+def race_budget(candidates: list[TrialRecord], seeds: int) -> int:
+    """The runs a race may spend before only its leader gets seeds: each candidate's missing seeds, once."""
+    return len(candidates) * (seeds - 1)
 
 
 def next_run(candidates: list[TrialRecord], taken: dict[int, set[int]], seeds: int, goal: Goal,
-             budget: Budget, spent: int, limit: int) -> tuple[int, int] | None:
-    """The next (search trial, seed) to train, or None when the race is over. `candidates` are the entrants in
+             budget: Budget, spent: int = 0) -> tuple[int, int] | None:
+    """The next (search trial, seed) to train, or None when the race is over. `candidates` are the top ones in
     rank order with their finished seed runs; `taken` the seeds already running or queued per trial; `spent` the
     runs the confirm study holds (finished, running or queued). Seeds go one at a time across the leader and the
-    plausible challengers, fewest first (the leader first among equals), until `spent` reaches `limit` (the race's
-    budget, `race_budget`), then the leader's alone; a candidate's next seed is its own + 1, + 2, ..."""
+    plausible challengers, fewest first (the leader first among equals), until `spent` reaches the budget
+    `len(candidates) * (seeds - 1)`, then the leader's alone; a candidate's next seed is its own + 1, + 2, ..."""
     if not candidates:
         return None
     leader = candidates[0]
@@ -90,7 +83,7 @@ def next_run(candidates: list[TrialRecord], taken: dict[int, set[int]], seeds: i
         return (goal.value(c.mean_val() + margin, c.params or 0, budget)
                 >= goal.value(leader.mean_val(), leader.params or 0, budget))
 
-    over_budget = spent >= limit
+    over_budget = spent >= race_budget(candidates, seeds)
     racing = [leader, *(c for c in candidates[1:] if not over_budget and plausible(c))]
     started = {c.number: {s.seed for s in c.seeds} | taken.get(c.number, set()) for c in racing}
     behind = [c for c in racing if len(started[c.number]) < seeds]
@@ -103,10 +96,8 @@ def next_run(candidates: list[TrialRecord], taken: dict[int, set[int]], seeds: i
 
 
 def confirm_candidates(recs: list[TrialRecord], meta: StudyMeta, top: int) -> list[TrialRecord]:
-    """The race's entrants in rank order (the study's goal, their mean over the seeds run so far): the `top`
-    completed trials, then the warm start's completed designs ranked below them."""
-    order = ranked(recs, meta.goal, meta.budget)
-    return order[:top] + [r for r in order[top:] if r.warm_start is not None]
+    """The `top` completed trials by the study's goal, their mean over the seeds run so far."""
+    return ranked(recs, meta.goal, meta.budget)[:top]
 
 
 def open_confirm_study(settings: SearchSettings) -> tuple[optuna.Study, optuna.Study]:
@@ -144,7 +135,7 @@ def _race(study: optuna.Study, confirm: optuna.Study, top: int
 def _queue_next(study: optuna.Study, confirm: optuna.Study, top: int, seeds: int) -> tuple[int, int] | None:
     """Under the planning lock: queue the race's next run, or say there is none."""
     candidates, taken, spent, meta = _race(study, confirm, top)
-    nxt = next_run(candidates, taken, seeds, meta.goal, meta.budget, spent, race_budget(top, seeds))
+    nxt = next_run(candidates, taken, seeds, meta.goal, meta.budget, spent)
     if nxt is not None:
         trial = next(c for c in candidates if c.number == nxt[0])
         confirm.enqueue_trial({}, user_attrs={"confirms": nxt[0], "seed": nxt[1],
@@ -159,7 +150,7 @@ def remaining(study: optuna.Study, confirm: optuna.Study, top: int, seeds: int) 
     if not candidates:
         return 0
     every = sum(max(0, seeds - c.n_seeds) for c in candidates)
-    return min(every, max(race_budget(top, seeds) - spent, seeds - candidates[0].n_seeds))
+    return min(every, max(race_budget(candidates, seeds) - spent, seeds - candidates[0].n_seeds))
 
 
 def seed_objective(w: Worker) -> Callable[[optuna.Trial], float]:
