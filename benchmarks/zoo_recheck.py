@@ -66,7 +66,8 @@ def rechecked(entry: zoo.ZooEntry, split_seed: int, out: Path) -> zoo.ZooEntry:
     design, or this refuses), its seeds on the new split; where it was chosen is kept as `found_in`."""
     name = study_name(entry.name, split_seed)
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{out}")
-    r = next(r for r in search_records(study) if r.warm_start == entry.name)
+    # the completed one: a run interrupted and retrained leaves its first trial `interrupted`, the warm start's too
+    r = next(r for r in search_records(study) if r.warm_start == entry.name and r.status == "complete")
     if r.candidate is None or r.candidate.spec != entry.spec:
         raise SystemExit(f"{name}: trial #{r.number} is not {entry.name} as the zoo holds it")
     where = str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)
