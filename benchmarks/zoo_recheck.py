@@ -112,12 +112,12 @@ def report(names: list[str], by_name: dict[str, zoo.ZooEntry], split_seed: int, 
         recheck(by_name[n], split_seed, out, jobs, smoke)
         done[n] = rechecked(by_name[n], split_seed, out)
     print(f"\n| design | params | budget | chosen on: split, n, val ± sd | split {split_seed}: n, val ± sd | "
-          f"split {split_seed} test | val change |\n| --- | --- | --- | --- | --- | --- | --- |")
+          f"test: chosen on / split {split_seed} | val change |\n| --- | --- | --- | --- | --- | --- | --- |")
     for n, e in done.items():
         old, new = by_name[n].evidence, e.evidence
         print(f"| {n} | {e.spec.num_params():,} | {old.budget[0] / 1000:g}k/{old.budget[1]} | {old.split_seed}, "
               f"{old.seeds}, {fig(old.val_mean, old.val_sd)} | {new.seeds}, {fig(new.val_mean, new.val_sd)} | "
-              f"{fig(new.test_mean)} | {100 * (new.val_mean - old.val_mean):+.3f} pp |")
+              f"{fig(old.test_mean)} / {fig(new.test_mean)} | {100 * (new.val_mean - old.val_mean):+.3f} pp |")
     return done
 
 if __name__ == "__main__":
