@@ -120,5 +120,6 @@ def report(names: list[str], by_name: dict[str, zoo.ZooEntry], split_seed: int, 
               f"{fig(old.test_mean)} / {fig(new.test_mean)} | {100 * (new.val_mean - old.val_mean):+.3f} pp |")
     return done
 
+
 if __name__ == "__main__":
     main()

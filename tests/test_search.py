@@ -332,6 +332,7 @@ def test_start_queues_the_named_zoo_designs_alone_in_order_scaled_where_over_bud
     other.mkdir()
     for bad, says in [(dict(starts=("nas20k-9999",)), "no zoo design 'nas20k-9999'"),
                       (dict(starts=("nas20k-5826", "nas20k-5826")), "names a design twice"),
+                      (dict(starts=("nas20k-7458", "nas20k-7458-scaled")), "names a design twice"),
                       (dict(starts=("nas20k-5826",), warm_start=False), "cannot go with --no-warm-start")]:
         with pytest.raises(UserError, match=says):
             prepare(settings(other, **bad))

@@ -39,6 +39,10 @@ def test_a_packaged_designs_figures_are_what_its_committed_study_holds(entry):
     assert r.candidate.spec == entry.spec
     assert (r.n_seeds, (StudyMeta.of(study).data or DataSplit()).split_seed) == (ev.seeds, ev.split_seed)
     assert (r.mean_val(), r.sd_val()) == pytest.approx((ev.val_mean, ev.val_sd), abs=1e-9)
+    assert r.mean_test_last3() == pytest.approx(ev.test_mean, abs=1e-9)
+    meta = StudyMeta.of(study)
+    budget = (meta.budget.max_params, meta.budget.max_epochs)
+    assert (budget, meta.goal.kind, r.epochs) == (ev.budget, ev.goal, ev.epochs)
 
 
 @pytest.mark.parametrize("where, bad", [

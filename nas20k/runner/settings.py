@@ -206,6 +206,4 @@ class SearchSettings:
         self.goal.validate()
         if self.starts and not self.warm_start:
             raise UserError("--start names designs for the warm start; it cannot go with --no-warm-start")
-        if len(set(self.starts)) != len(self.starts):
-            raise UserError(f"--start names a design twice: {', '.join(self.starts)}")
         return self

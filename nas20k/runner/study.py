@@ -62,17 +62,19 @@ def chosen_starts(settings: SearchSettings) -> list[tuple[str, Candidate]]:
         if missing := [n for n in settings.starts if n.removesuffix("-scaled") not in by_base]:
             raise UserError(f"--start: no zoo design {', '.join(map(repr, missing))} fits "
                             f"{settings.budget.max_params:,} params, even scaled (see `nas20k zoo`)")
-        return [(by_base[n.removesuffix("-scaled")], fits[by_base[n.removesuffix("-scaled")]])
-                for n in settings.starts]
+        named = [by_base[n.removesuffix("-scaled")] for n in settings.starts]
+        if len(set(named)) != len(named):  # the same design by its own name and its scaled one counts too
+            raise UserError(f"--start names a design twice: {', '.join(settings.starts)}")
+        return [(name, fits[name]) for name in named]
     starts = list(fits.items())
     followers = {e.name for e in zoo if settings.goal.kind in e.follows}
     return starts[:1] + [(name, c) for name, c in starts[1:] if name.removesuffix("-scaled") in followers]
 
 
-def _enqueue_warm_start(study: optuna.Study, settings: SearchSettings, meta: StudyMeta) -> list[str]:
-    """Seed a new study with `chosen_starts` (once per study, whoever starts first). The first trains to the end
-    unpruned; the others may be pruned from `pruners.warm_prune_from`."""
-    starts = chosen_starts(settings) if settings.starts else None
+def _enqueue_warm_start(study: optuna.Study, settings: SearchSettings, meta: StudyMeta,
+                        starts: list[tuple[str, Candidate]] | None) -> list[str]:
+    """Seed a new study with `chosen_starts` (once per study, whoever starts first; `starts`: already chosen for
+    `--start`). The first trains to the end unpruned; the others may be pruned from `pruners.warm_prune_from`."""
     if not settings.warm_start or meta.warm_started is not None or study.get_trials(deepcopy=False):
         if starts is not None and [name for name, _ in starts] != meta.warm_started:
             raise UserError(f"--start: study {settings.study_name!r} already exists, started from "
@@ -110,8 +112,8 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
     the study; enqueue the warm start (new study) and interrupted trials (resume). Returns the study and what
     was queued."""
     settings.validate()
-    if settings.starts:
-        chosen_starts(settings)  # an unknown name, or one the space cannot express here: before any study exists
+    # --start's designs: an unknown name, or one the space cannot express here, is refused before any study exists
+    starts = chosen_starts(settings) if settings.starts else None
     check_files(Path(settings.data_dir) if settings.data_dir else default_data_dir(), settings.download)
     storage = open_storage(settings.storage_url, settings.heartbeat, settings.storage_patience, "search: ",
                            wait_to_open=False, connections=settings.execution.command_connections)
@@ -128,7 +130,7 @@ def prepare(settings: SearchSettings) -> tuple[optuna.Study, dict]:
         meta.trials_target = max(settings.trials, meta.trials_target)
         if (run := settings.execution.describe()) not in meta.runtime:
             meta.runtime = [*meta.runtime, run]
-        queued = {"warm_start": _enqueue_warm_start(study, settings, meta), "retries": _enqueue_retries(study)}
+        queued = {"warm_start": _enqueue_warm_start(study, settings, meta, starts), "retries": _enqueue_retries(study)}
         meta.save(study)
     study.set_metric_names(["val score" if settings.goal.kind == "accuracy"
                             else f"val score, size bonus above {settings.goal.target:.2%}"])
