@@ -13,6 +13,7 @@ MAX_EPOCHS = 1000  # the one epoch limit, for recipes and budgets alike
 # The accuracy goal's sampled candidates under this share of --max-params are rejected at no cost: the best nets
 # of every accuracy study use 74-98 % of their budget, and a search without the floor trained nets at 6-60 % of it.
 ACCURACY_FLOOR = 0.5
+Z = 1.645  # one-sided 95 %: a design this many standard errors of the difference behind another is behind it
 
 
 @dataclass(frozen=True)

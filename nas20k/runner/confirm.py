@@ -28,7 +28,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
-from nas20k.base.mission import Budget, Goal
+from nas20k.base.mission import Budget, Goal, Z
 from nas20k.core.data import check_files, default_data_dir
 from nas20k.core.space import Candidate
 from nas20k.readers.record import (
@@ -47,7 +47,6 @@ from nas20k.runner.signals import raise_if_stopped
 from nas20k.runner.storage import load_study, open_storage, planning_lock
 from nas20k.runner.workers import Worker
 
-Z = 1.645  # one-sided 95 %: a challenger this many standard errors behind the leader is out
 SIGMA_PRIOR = 0.0008  # one run's val-score sd before the race has measured one (0.08 points, docs/results.md)
 SIGMA_FLOOR = 0.0003  # a pooled sd from a few lucky-close seeds must not end the race on noise
 
