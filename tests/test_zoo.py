@@ -61,11 +61,11 @@ def test_a_packaged_designs_figures_are_what_its_committed_study_holds(entry):
     ev = entry.evidence
     study = optuna.load_study(study_name=ev.study_name, storage=f"sqlite:///{ROOT / ev.study}")
     r = next(r for r in search_records(study) if r.number == ev.trial)
+    meta = StudyMeta.of(study)
     assert r.candidate.spec == entry.spec
-    assert (r.n_seeds, (StudyMeta.of(study).data or DataSplit()).split_seed) == (ev.seeds, ev.split_seed)
+    assert (r.n_seeds, (meta.data or DataSplit()).split_seed) == (ev.seeds, ev.split_seed)
     assert (r.mean_val(), r.sd_val()) == pytest.approx((ev.val_mean, ev.val_sd), abs=1e-9)
     assert r.mean_test_last3() == pytest.approx(ev.test_mean, abs=1e-9)
-    meta = StudyMeta.of(study)
     budget = (meta.budget.max_params, meta.budget.max_epochs)
     assert (budget, meta.goal.kind, r.epochs) == (ev.budget, ev.goal, ev.epochs)
 

@@ -113,7 +113,7 @@ def in_evidence_order(entries: list[ZooEntry]) -> list[ZooEntry]:
     """The entries with a design moved ahead of the one before it in its group (scored at one goal, budget and val
     split) where its val mean beats it by more than Z standard errors of the difference, until none does. The first
     that fits leads a warm start, so the evidence decides the lead where it tells designs apart, and a tie (e.g.
-    0.002 points between two 5-seed means) leaves the order as it was."""
+    0.002 points between a 5-seed and a 3-seed mean) leaves the order as it was."""
     def beats(a: Evidence, b: Evidence) -> bool:
         return a.val_mean - b.val_mean > Z * math.sqrt(a.val_sd**2 / a.seeds + b.val_sd**2 / b.seeds)
 
