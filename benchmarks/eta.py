@@ -7,7 +7,7 @@ the command would have printed with the plan it ran (search, then the raced conf
 the time the command actually had left (to the last confirmation run's end). Prints one row per minute mark, the
 error of the estimate's midpoint last.
 
-    python benchmarks/eta.py [--storage sqlite:///studies/reference/nas20k-laptop.db] [--study nas20k-laptop]
+    python benchmarks/eta.py [--storage sqlite:///studies/reference/nas20k-quiet.db] [--study nas20k-quiet]
                              [--top 3] [--seeds 3] [--workers 2] [--at 5 15 30 45 60] [--smoke]
 """
 
@@ -43,8 +43,8 @@ def as_of(trials: list[FrozenTrial], t: datetime, queued_at_start: bool) -> list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--storage", default="sqlite:///studies/reference/nas20k-laptop.db")
-    parser.add_argument("--study", default="nas20k-laptop")
+    parser.add_argument("--storage", default="sqlite:///studies/reference/nas20k-quiet.db")
+    parser.add_argument("--study", default="nas20k-quiet")
     parser.add_argument("--top", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
