@@ -11,10 +11,10 @@ from conftest import cli, load
 from nas20k.base.mission import Budget
 from nas20k.core.factory import PRESETS, scaled
 from nas20k.core.recipe import TrainConfig
-from nas20k.core.space import Candidate
+from nas20k.core.space import Candidate, expressible
 from nas20k.readers.record import SeedRun, StudyMeta, TrialRecord, search_records
 from nas20k.readers.results import smallest_record
-from nas20k.runner.shrink import RATIO, WAIT, Action, plan, verdict
+from nas20k.runner.shrink import RATIO, WAIT, Action, plan, step_spec, verdict
 from nas20k.runner.study import trained_count
 
 TARGET, SEEDS = 0.994, 5
@@ -62,11 +62,24 @@ def test_a_lineage_stops_at_its_first_failing_step_and_keeps_the_smallest_pass()
     assert plan([root, step1, close], {}, TARGET, SEEDS) == Action("seed", 2, seed=1)
     # ... and while that seed runs, nothing else (one step at a time per lineage), unless seeds are left
     assert plan([root, step1, close], {2: {1, 2, 3, 4}}, TARGET, SEEDS) is WAIT
-    # before step 2 existed: step 1 passed, so the next step is step 1 scaled under RATIO of its parameters
+    # before step 2 existed: step 1 passed, so the next step is step 1's copy nearest RATIO of its parameters
     nxt = plan([root, step1], {}, TARGET, SEEDS)
-    assert nxt.kind == "step" and nxt.of == 1 and nxt.spec.num_params() < RATIO * s1.num_params()
+    assert nxt == Action("step", 1, spec=step_spec(s1, RATIO * s1.num_params(), s1.num_params()))
+    assert nxt.spec.num_params() < s1.num_params()
     # the root passed but its confirmation is not over: no lineage starts from it yet
     assert plan([record(0, SPEC, [0.9950, 0.9948])], {}, TARGET, SEEDS) is None
+
+
+def test_a_step_is_the_copy_nearest_the_ratio_not_the_widest_under_it() -> None:
+    """`sbs-c-3k5s20`: the pass, `nas20k-separable-4578` scaled to 3,370 params, was stepped to 2,668 (79 %), the
+    widest copy under 85 %, skipping 2,966 (88 %) and 3,052; the nearest copy is 2,966."""
+    spec = scaled(PRESETS["nas20k-separable-4578"], 3500)
+    assert spec.num_params() == 3370
+    assert scaled(spec, int(RATIO * 3370)).num_params() == 2668
+    assert step_spec(spec, RATIO * 3370, 3370).num_params() == 2966
+    assert step_spec(spec, RATIO * 3370, 2900).num_params() == 2668  # under the smallest pass so far
+    narrowest = step_spec(spec, 0, 3370)  # the copy nearest 0 params: every width at the space's floor
+    assert step_spec(narrowest, 0, narrowest.num_params()) is None  # nothing narrower left
 
 
 def test_a_step_that_diverged_ends_its_lineage() -> None:
@@ -101,7 +114,7 @@ def test_a_smallest_goal_search_shrinks_its_confirmed_pass(tmp_path) -> None:
     r = cli("search", "--goal", "smallest", "--target", "0.8", "--trials", "1", "--max-params", "7000", *data,
             "--jobs", "1", "--confirm-top", "1", "--confirm-seeds", "2", "-q", cwd=tmp_path)
     assert r.exit_code == 0, r.output
-    assert "shrink search: each confirmed pass scaled to under 85% of its parameters" in r.stdout
+    assert "shrink search: each confirmed pass scaled to about 85% of its parameters" in r.stdout
     study = load(tmp_path)
     recs = search_records(study)
     steps = [rec for rec in recs if rec.shrink_of is not None]
@@ -110,12 +123,13 @@ def test_a_smallest_goal_search_shrinks_its_confirmed_pass(tmp_path) -> None:
     by_number = {rec.number: rec for rec in recs}
     for s in steps:
         parent = by_number[s.shrink_of]
-        assert s.status == "complete" and s.params < RATIO * parent.params
+        assert s.status == "complete" and s.params < parent.params
         assert s.epochs == 2 and s.move.startswith("shrink to ")
         assert [run.seed for run in parent.seeds] == [0, 1]  # the parent passed on both seeds first
     last = steps[-1]  # the lineage ended: its first failing step, or a pass that no longer shrinks
-    smaller = scaled(last.candidate.spec, int(last.params * RATIO))
-    assert last.mean_val() < 0.8 or last.n_seeds == 2 and (smaller is None or smaller.num_params() >= last.params)
+    smaller = step_spec(last.candidate.spec, RATIO * last.params, last.params)
+    ended = smaller is None or not expressible(Candidate(smaller, last.candidate.train))
+    assert last.mean_val() < 0.8 or last.n_seeds == 2 and ended
     assert f"#{last.number} {last.params:,} params (shrink to" in r.stdout
     r = cli("best", "--smallest", "--target", "0.8", cwd=tmp_path)
     assert r.exit_code == 0, r.output

@@ -107,7 +107,7 @@ def _shrink(settings: SearchSettings, seeds: int, quiet: bool) -> None:
     from nas20k.runner.study import trained_count
 
     study, confirm = open_confirm_study(settings)
-    out.print(f"shrink search: each confirmed pass scaled to under {RATIO:.0%} of its parameters, step by step, "
+    out.print(f"shrink search: each confirmed pass scaled to about {RATIO:.0%} of its parameters, step by step, "
               f"each step raced over up to {seeds} seeds, until one fails")
     before = confirm.get_trials(deepcopy=False)
     plan = Plan(trained_count(before) + seeds, settings.execution.workers, settings.budget.max_epochs, pruned=False)

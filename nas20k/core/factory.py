@@ -341,19 +341,25 @@ PRESETS["nas20k-separable-3680"] = replace(PRESETS["nas20k-5826"], blocks=((8, 1
 PRESETS["nas20k-separable-4578"] = replace(PRESETS["nas20k-separable-3680"], blocks=((10, 20), (30, 32), (32, 10)))
 
 
-def scaled(spec: ArchSpec, max_params: int, min_widths: tuple[int, ...] = ()) -> ArchSpec | None:
-    """`spec` with every width but the logits' scaled by the same factor (even, >= 4, and >= `min_widths[b]` in
-    block b where given), as wide as fits under `max_params`: a known-good layout at the budget's size. None if not
-    even a tenth of the widths fits."""
+def copies(spec: ArchSpec, min_widths: tuple[int, ...] = ()) -> list[ArchSpec]:
+    """`spec` with every width but the logits' scaled by one factor, 100 % down to 10 % (even, >= 4, and >=
+    `min_widths[b]` in block b where given): the distinct copies, widest first. Widths move in even steps, so
+    neighbouring copies can differ by a fifth of the parameters."""
     logits = len(spec.blocks) - 1, len(spec.blocks[-1]) - 1  # head `direct`: that conv's width is the class count
+    floors = [max([4, *min_widths[b:b + 1]]) for b in range(len(spec.blocks))]
 
     def at(pct: int) -> ArchSpec:
         def w(x: int, lo: int = 4) -> int:
             return max(lo, 2 * round(x * pct / 200))
 
-        floors = [max([4, *min_widths[b:b + 1]]) for b in range(len(spec.blocks))]
         blocks = tuple(tuple(x if spec.head == "direct" and (b, j) == logits else w(x, floors[b])
                              for j, x in enumerate(ws)) for b, ws in enumerate(spec.blocks))
         return replace(spec, blocks=blocks, transitions=tuple(w(t) if t else 0 for t in spec.transitions))
 
-    return next((s for s in map(at, range(100, 9, -1)) if s.num_params() < max_params), None)
+    return list(dict.fromkeys(map(at, range(100, 9, -1))))
+
+
+def scaled(spec: ArchSpec, max_params: int, min_widths: tuple[int, ...] = ()) -> ArchSpec | None:
+    """The widest of `copies` that fits under `max_params`: a known-good layout at the budget's size. None if not
+    even a tenth of the widths fits."""
+    return next((s for s in copies(spec, min_widths) if s.num_params() < max_params), None)
