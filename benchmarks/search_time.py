@@ -40,9 +40,10 @@ class Phase:
     mean_params: float
 
 
-def phase(trials: list[optuna.trial.FrozenTrial]) -> Phase | None:
+def phase(trials: list[optuna.trial.FrozenTrial], recs: list[TrialRecord]) -> Phase | None:
+    """The phase of these trials (`recs`: their records)."""
     ran = [t for t in trials if t.datetime_start and t.datetime_complete]
-    trained = [r for r in records(ran) if r.trained and r.seconds]
+    trained = [r for r in recs if r.trained and r.seconds]
     if not trained:
         return None
     wall = (max(t.datetime_complete for t in ran) - min(t.datetime_start for t in ran)).total_seconds()
@@ -64,9 +65,10 @@ def load(db: Path, name: str | None) -> tuple[str, dict[str, Phase | None], dict
     studies = {"search": name, "confirm": name + CONFIRM_SUFFIX}
     trials = {k: optuna.load_study(study_name=n, storage=storage).get_trials(deepcopy=False)
               for k, n in studies.items() if n in names}
-    runs = {run_key(r): r.seconds for ts in trials.values() for r in records(ts)
+    recs = {k: records(ts) for k, ts in trials.items()}
+    runs = {run_key(r): r.seconds for rs in recs.values() for r in rs
             if r.status == "complete" and r.candidate is not None and r.seconds}
-    return name, {k: phase(ts) for k, ts in trials.items()}, runs
+    return name, {k: phase(ts, recs[k]) for k, ts in trials.items()}, runs
 
 
 def minutes(s: float) -> str:

@@ -124,6 +124,7 @@ def test_a_smallest_goal_search_shrinks_its_confirmed_pass(tmp_path) -> None:
     for s in steps:
         parent = by_number[s.shrink_of]
         assert s.status == "complete" and s.params < parent.params
+        assert s.candidate.spec == step_spec(parent.candidate.spec, RATIO * parent.params, parent.params)
         assert s.epochs == 2 and s.move.startswith("shrink to ")
         assert [run.seed for run in parent.seeds] == [0, 1]  # the parent passed on both seeds first
     last = steps[-1]  # the lineage ended: its first failing step, or a pass that no longer shrinks

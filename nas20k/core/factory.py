@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -341,7 +342,7 @@ PRESETS["nas20k-separable-3680"] = replace(PRESETS["nas20k-5826"], blocks=((8, 1
 PRESETS["nas20k-separable-4578"] = replace(PRESETS["nas20k-separable-3680"], blocks=((10, 20), (30, 32), (32, 10)))
 
 
-def copies(spec: ArchSpec, min_widths: tuple[int, ...] = ()) -> list[ArchSpec]:
+def copies(spec: ArchSpec, min_widths: tuple[int, ...] = ()) -> Iterator[ArchSpec]:
     """`spec` with every width but the logits' scaled by one factor, 100 % down to 10 % (even, >= 4, and >=
     `min_widths[b]` in block b where given): the distinct copies, widest first. Widths move in even steps, so
     neighbouring copies can differ by a fifth of the parameters."""
@@ -356,7 +357,11 @@ def copies(spec: ArchSpec, min_widths: tuple[int, ...] = ()) -> list[ArchSpec]:
                              for j, x in enumerate(ws)) for b, ws in enumerate(spec.blocks))
         return replace(spec, blocks=blocks, transitions=tuple(w(t) if t else 0 for t in spec.transitions))
 
-    return list(dict.fromkeys(map(at, range(100, 9, -1))))
+    seen: set[ArchSpec] = set()
+    for pct in range(100, 9, -1):  # lazily: `scaled` stops at the first copy that fits
+        if (copy := at(pct)) not in seen:
+            seen.add(copy)
+            yield copy
 
 
 def scaled(spec: ArchSpec, max_params: int, min_widths: tuple[int, ...] = ()) -> ArchSpec | None:
