@@ -426,6 +426,7 @@ def test_an_outage_past_the_patience_stops_the_run_in_one_line_and_the_rerun_fin
         f"error: storage {redact(pg)} still unreachable after --storage-patience 3 s; stopped. "
         "Rerun the same command once it is back: the trials that were training are retrained"]
     left = [n for n, _ in trials_in(pg, name, "RUNNING")]  # the stopped workers' trials: no one to say otherwise
+    training = {n for n, _ in trials_in(pg, name, "RUNNING", "training")}
     assert left
     code, err = Command(args, tmp_path).finish()
     assert code == 0, err
@@ -434,9 +435,11 @@ def test_an_outage_past_the_patience_stops_the_run_in_one_line_and_the_rerun_fin
     for n in left:
         assert status(study.trials[n]) == "interrupted"
         assert "died (no such process)" in study.trials[n].user_attrs["reason"]
-        if "candidate" in study.trials[n].user_attrs:  # it was training: retrained
+        if "candidate" in study.trials[n].user_attrs:  # drawn: its candidate is queued again
             (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == n]
-            assert status(retry) in ("complete", "pruned", "diverged")
+            assert retry.params == study.trials[n].params
+            if n in training:  # one stopped while being rejected (over the budget) is rejected again, at no cost
+                assert status(retry) in ("complete", "pruned", "diverged")
 
 
 @pytest.mark.slow
