@@ -13,7 +13,7 @@ from optuna.samplers import RandomSampler
 from optuna.storages import RDBStorage
 from optuna.trial import FixedTrial
 
-from nas20k.core.moves import neighbours
+from nas20k.core.moves import neighbours, same_size
 from nas20k.core.space import params_of, suggest, warm_start
 from nas20k.readers.record import records, write
 from nas20k.runner.local import enqueue_move
@@ -48,6 +48,20 @@ def test_a_move_changes_only_the_genes_it_names_and_stays_inside_the_budget(max_
             built = suggest(FixedTrial(child), epochs, design.train.seed)
             assert built.spec.num_params() < max_params, (name, move)
             assert params_of(built) == child
+
+
+@pytest.mark.parametrize("max_params, epochs", [(5_000, 15), (3_000, 20)])
+def test_the_same_size_moves_are_the_neighbours_that_keep_the_parameter_count(max_params: int, epochs: int):
+    """What the shrink search's repairs draw from: the recipe and padding moves, never a width or a layer."""
+    for name, design in warm_start(epochs, max_params=max_params).items():
+        n = design.spec.num_params()
+        same = same_size(design)
+        assert {"lr x1.5", "lr /1.5", "shift +0.5"} <= {m for m, _ in same}, name
+        assert [(m, params_of(c)) for m, c in same] == [(m, p) for m, p in neighbours(design, n + 1)
+                                                        if suggest(FixedTrial(p), epochs).spec.num_params() == n]
+        for move, c in same:
+            assert c.spec.num_params() == n and c.spec.blocks == design.spec.blocks, (name, move)
+            assert not re.match(r"b\d_w|t\d|b\d [+-]conv|separable", move), (name, move)
 
 
 def test_moves_are_due_every_third_trained_trial_and_come_from_the_top_designs(tmp_path: Path):

@@ -1,5 +1,6 @@
-"""The smallest goal's shrink search: the race on a step, a lineage that stops at its first failing step (on recorded
-values), a later lineage that starts under the smallest pass; and a real search that shrinks its winner."""
+"""The smallest goal's shrink search: the race on a step, a lineage that stops at its first failing size (its width
+step and that step's repairs, on recorded values), a later lineage that starts under the smallest pass; and a real
+search that shrinks its winner."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from conftest import cli, load
 
 from nas20k.base.mission import Budget
 from nas20k.core.factory import PRESETS, scaled
+from nas20k.core.moves import same_size
 from nas20k.core.recipe import TrainConfig
-from nas20k.core.space import Candidate, expressible
+from nas20k.core.space import Candidate, expressible, params_of
 from nas20k.readers.record import SeedRun, StudyMeta, TrialRecord, search_records
 from nas20k.readers.results import smallest_record
-from nas20k.runner.shrink import RATIO, WAIT, Action, plan, step_spec, verdict
+from nas20k.runner.shrink import RATIO, REPAIRS, WAIT, Action, plan, repair, step_spec, verdict
 from nas20k.runner.study import trained_count
 
 TARGET, SEEDS = 0.994, 5
@@ -22,9 +24,9 @@ SPEC = PRESETS["nas20k-5826"]
 
 
 def record(number: int, spec, vals: list[float], shrink_of: int | None = None, status: str = "complete",
-           seed: int = 0) -> TrialRecord:
+           seed: int = 0, train: TrainConfig | None = None) -> TrialRecord:
     """A search trial as the study would hold it: its own run on `seed`, then confirm runs on seed + 1, + 2, ..."""
-    cand = Candidate(spec, TrainConfig(epochs=15, seed=seed))
+    cand = Candidate(spec, train or TrainConfig(epochs=15, seed=seed))
     r = TrialRecord(number, status, candidate=cand, params=spec.num_params(), shrink_of=shrink_of,
                     val_score=vals[0] if vals and status == "complete" else None)
     if status == "complete":
@@ -46,16 +48,37 @@ def test_the_race_on_a_step_fails_early_and_passes_only_on_all_its_seeds() -> No
     assert verdict([0.9939, 0.9938], TARGET, SEEDS) is None  # close: raced on
 
 
-def test_a_lineage_stops_at_its_first_failing_step_and_keeps_the_smallest_pass() -> None:
-    """Recorded values: the root passes, step 1 passes, step 2 fails on two seeds; nothing more is run, and
-    `best --smallest` picks step 1."""
+def width_step(of: TrialRecord) -> Action:
+    spec = step_spec(of.candidate.spec, RATIO * of.params, of.params)
+    return Action("step", of.number, candidate=Candidate(spec, of.candidate.train),
+                  move=f"shrink to {round(100 * spec.num_params() / of.params)} %")
+
+
+def with_failed_repairs(recs: list[TrialRecord]) -> list[TrialRecord]:
+    """`recs` with each repair the plan asks for next recorded as failing on its first run."""
+    while (fix := plan(recs, {}, TARGET, SEEDS)) and fix.move and fix.move.startswith("repair: "):
+        recs = [*recs, record(len(recs), fix.candidate.spec, [0.9900], shrink_of=fix.of, train=fix.candidate.train)]
+    return recs
+
+
+def test_a_lineage_stops_at_its_first_failing_size_and_keeps_the_smallest_pass() -> None:
+    """Recorded values: the root passes, step 1 passes, step 2 fails on two seeds, and so do its REPAIRS repairs
+    (same-size neighbours); nothing more is run, and `best --smallest` picks step 1."""
     s1, s2 = scaled_to(RATIO), scaled_to(RATIO * RATIO)
     root = record(0, SPEC, [0.9950, 0.9948, 0.9951, 0.9947, 0.9949])
     step1 = record(1, s1, [0.9944, 0.9943, 0.9946, 0.9942, 0.9945], shrink_of=0)
     step2 = record(2, s2, [0.9925, 0.9928], shrink_of=1)
-    assert plan([root, step1, step2], {}, TARGET, SEEDS) is None
+    recs = [root, step1, step2]
+    for n in range(3, 3 + REPAIRS):  # each failed step makes the next repair, a neighbour not tried yet
+        fix = plan(recs, {}, TARGET, SEEDS)
+        assert fix.kind == "step" and fix.of == 1 and fix.move_of == 2 and fix.move.startswith("repair: ")
+        assert (fix.move.removeprefix("repair: "), params_of(fix.candidate)) in [
+            (m, params_of(c)) for m, c in same_size(step2.candidate)]
+        assert params_of(fix.candidate) not in [params_of(r.candidate) for r in recs]
+        recs.append(record(n, fix.candidate.spec, [0.9930, 0.9929], shrink_of=1, train=fix.candidate.train))
+    assert plan(recs, {}, TARGET, SEEDS) is None
     meta = StudyMeta(budget=Budget(7000, 15))
-    assert smallest_record([root, step1, step2], meta, "s", TARGET).number == 1
+    assert smallest_record(recs, meta, "s", TARGET).number == 1
 
     # the same lineage one run earlier: step 2 has one seed close to the target, so it gets its next seed
     close = record(2, s2, [0.9938], shrink_of=1)
@@ -64,10 +87,24 @@ def test_a_lineage_stops_at_its_first_failing_step_and_keeps_the_smallest_pass()
     assert plan([root, step1, close], {2: {1, 2, 3, 4}}, TARGET, SEEDS) is WAIT
     # before step 2 existed: step 1 passed, so the next step is step 1's copy nearest RATIO of its parameters
     nxt = plan([root, step1], {}, TARGET, SEEDS)
-    assert nxt == Action("step", 1, spec=step_spec(s1, RATIO * s1.num_params(), s1.num_params()))
-    assert nxt.spec.num_params() < s1.num_params()
+    assert nxt == width_step(step1) and nxt.candidate.spec.num_params() < s1.num_params()
     # the root passed but its confirmation is not over: no lineage starts from it yet
     assert plan([record(0, SPEC, [0.9950, 0.9948])], {}, TARGET, SEEDS) is None
+
+
+def test_a_repair_that_passes_carries_the_lineage_on_from_its_size() -> None:
+    root = record(0, SPEC, [0.9950] * 5)
+    step = record(1, scaled_to(RATIO), [0.9936, 0.9937, 0.9938, 0.9936, 0.9937], shrink_of=0)  # 99.368 %: a fail
+    fix = plan([root, step], {}, TARGET, SEEDS)
+    assert fix.move.startswith("repair: ") and fix.candidate.spec.num_params() == step.params
+    repaired = record(2, fix.candidate.spec, [0.9941] * 5, shrink_of=0, train=fix.candidate.train)
+    assert plan([root, step, repaired], {}, TARGET, SEEDS) == width_step(repaired)
+    # a repair still racing is raced before anything else
+    racing = record(2, fix.candidate.spec, [0.9941], shrink_of=0, train=fix.candidate.train)
+    assert plan([root, step, racing], {}, TARGET, SEEDS) == Action("seed", 2, seed=1)
+    # no repair at a size that another lineage's pass already beats: the lineage just ends
+    assert repair(0, [step], smallest=step.params + 1) == fix
+    assert repair(0, [step], smallest=step.params) is None
 
 
 def test_a_step_is_the_copy_nearest_the_ratio_not_the_widest_under_it() -> None:
@@ -83,27 +120,31 @@ def test_a_step_is_the_copy_nearest_the_ratio_not_the_widest_under_it() -> None:
 
 
 def test_a_step_that_diverged_ends_its_lineage() -> None:
-    """A diverged first run is a failing step (no seed runs are queued for it), and the next lineage goes on."""
+    """A diverged first run is a failing step (no seed runs are queued for it): its repairs come next (a lower
+    learning rate is one of them), and once they fail too the next lineage goes on."""
     root = record(0, SPEC, [0.9950] * 5)
     diverged = record(1, scaled_to(RATIO), [], shrink_of=0, status="diverged")
-    assert plan([root, diverged], {}, TARGET, SEEDS) is None
-    big = record(2, PRESETS["nas20k-7458"], [0.9952] * 5)
-    nxt = plan([root, diverged, big], {}, TARGET, SEEDS)
-    assert nxt.kind == "step" and nxt.of == 2 and nxt.spec.num_params() < root.params
+    assert plan([root, diverged], {}, TARGET, SEEDS).move_of == 1
+    recs = with_failed_repairs([root, diverged])
+    assert len(recs) == 2 + REPAIRS and plan(recs, {}, TARGET, SEEDS) is None
+    big = record(len(recs), PRESETS["nas20k-7458"], [0.9952] * 5)
+    nxt = plan([*recs, big], {}, TARGET, SEEDS)
+    assert nxt.kind == "step" and nxt.of == big.number and nxt.candidate.spec.num_params() < root.params
 
 
 def test_a_later_lineage_starts_under_the_smallest_pass_and_failed_steps_are_redone() -> None:
     small = record(0, scaled_to(0.6), [0.9945] * 5)
-    failed_step = record(1, scaled_to(0.6 * RATIO), [0.9900], shrink_of=0)  # lineage 1 ended here
-    big = record(2, SPEC, [0.9952] * 5)
-    nxt = plan([small, failed_step, big], {}, TARGET, SEEDS)
-    assert nxt.kind == "step" and nxt.of == 2 and nxt.spec.num_params() < small.params
+    ended = with_failed_repairs([small, record(1, scaled_to(0.6 * RATIO), [0.9900], shrink_of=0)])  # lineage 1
+    big = record(len(ended), SPEC, [0.9952] * 5)
+    recs = [*ended, big]
+    nxt = plan(recs, {}, TARGET, SEEDS)
+    assert nxt.kind == "step" and nxt.of == big.number and nxt.candidate.spec.num_params() < small.params
     # a step whose first run was interrupted does not count: the step is queued anew
-    interrupted = replace(record(3, nxt.spec, [], shrink_of=2, status="interrupted"))
-    assert plan([small, failed_step, big, interrupted], {}, TARGET, SEEDS) == nxt
+    interrupted = replace(record(len(recs), nxt.candidate.spec, [], shrink_of=big.number, status="interrupted"))
+    assert plan([*recs, interrupted], {}, TARGET, SEEDS) == nxt
     # a step queued again after its worker died is trained before anything else
-    requeued = record(4, nxt.spec, [], shrink_of=2, status="waiting")
-    assert plan([small, failed_step, big, interrupted, requeued], {}, TARGET, SEEDS) == Action("run", 4)
+    requeued = record(len(recs) + 1, nxt.candidate.spec, [], shrink_of=big.number, status="waiting")
+    assert plan([*recs, interrupted, requeued], {}, TARGET, SEEDS) == Action("run", requeued.number)
 
 
 @pytest.mark.slow
@@ -123,15 +164,20 @@ def test_a_smallest_goal_search_shrinks_its_confirmed_pass(tmp_path) -> None:
     by_number = {rec.number: rec for rec in recs}
     for s in steps:
         parent = by_number[s.shrink_of]
-        assert s.status == "complete" and s.params < parent.params
-        assert s.candidate.spec == step_spec(parent.candidate.spec, RATIO * parent.params, parent.params)
-        assert s.epochs == 2 and s.move.startswith("shrink to ")
+        assert s.status == "complete" and s.params < parent.params and s.epochs == 2
         assert [run.seed for run in parent.seeds] == [0, 1]  # the parent passed on both seeds first
-    last = steps[-1]  # the lineage ended: its first failing step, or a pass that no longer shrinks
+        if s.move.startswith("repair: "):  # a same-size neighbour of its parent's failed width step
+            width = by_number[s.move_of]
+            assert width.shrink_of == s.shrink_of and width.mean_val() < 0.8 and s.params == width.params
+        else:
+            assert s.move.startswith("shrink to ")
+            assert s.candidate.spec == step_spec(parent.candidate.spec, RATIO * parent.params, parent.params)
+    last = steps[-1]  # the lineage ended: at its first failing size, or a pass that no longer shrinks
     smaller = step_spec(last.candidate.spec, RATIO * last.params, last.params)
     ended = smaller is None or not expressible(Candidate(smaller, last.candidate.train))
     assert last.mean_val() < 0.8 or last.n_seeds == 2 and ended
-    assert f"#{last.number} {last.params:,} params (shrink to" in r.stdout
+    assert len([s for s in steps if s.params == last.params]) <= 1 + REPAIRS
+    assert f"#{last.number} {last.params:,} params ({last.origin})" in r.stdout
     r = cli("best", "--smallest", "--target", "0.8", cwd=tmp_path)
     assert r.exit_code == 0, r.output
     passing = [s for s in steps if s.n_seeds == 2 and s.mean_val() >= 0.8]

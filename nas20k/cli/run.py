@@ -103,12 +103,13 @@ def _shrink(settings: SearchSettings, seeds: int, quiet: bool) -> None:
     """The smallest goal's shrink search (shrink.py) over the confirmed passing designs, then its steps' verdicts."""
     from nas20k.readers.progress import Plan, Reporter
     from nas20k.runner.confirm import open_confirm_study
-    from nas20k.runner.shrink import RATIO, shrink_steps, shrink_worker
+    from nas20k.runner.shrink import RATIO, REPAIRS, shrink_steps, shrink_worker
     from nas20k.runner.study import trained_count
 
     study, confirm = open_confirm_study(settings)
     out.print(f"shrink search: each confirmed pass scaled to about {RATIO:.0%} of its parameters, step by step, "
-              f"each step raced over up to {seeds} seeds, until one fails")
+              f"each step raced over up to {seeds} seeds; a failed step gets up to {REPAIRS} same-size repairs "
+              "(another recipe or padding), then its lineage ends")
     before = confirm.get_trials(deepcopy=False)
     plan = Plan(trained_count(before) + seeds, settings.execution.workers, settings.budget.max_epochs, pruned=False)
 

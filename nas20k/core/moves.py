@@ -66,9 +66,9 @@ def _edits(p: dict) -> list[tuple[str, dict]]:
     return out
 
 
-def neighbours(candidate: Candidate, max_params: int) -> list[tuple[str, dict]]:
-    """(move, the neighbour's trial parameters) for each move of `candidate` that changes it, builds, and stays
-    under `max_params`. Raises ValueError if the space cannot express `candidate` itself."""
+def _moved(candidate: Candidate, max_params: int) -> list[tuple[str, Candidate]]:
+    """(move, neighbour) for each move of `candidate` that changes it, builds, and stays under `max_params`.
+    Raises ValueError if the space cannot express `candidate` itself."""
     p = params_of(candidate)
     out = []
     for name, change in _edits(p):
@@ -78,7 +78,20 @@ def neighbours(candidate: Candidate, max_params: int) -> list[tuple[str, dict]]:
         try:
             c = suggest(optuna.trial.FixedTrial(q), candidate.train.epochs, candidate.train.seed)
             if c.spec.num_params() < max_params:
-                out.append((name, params_of(c)))
+                out.append((name, c))
         except (SpecError, ValueError, KeyError):  # a map too small for the convs, or a width the space lacks
             continue
     return out
+
+
+def neighbours(candidate: Candidate, max_params: int) -> list[tuple[str, dict]]:
+    """(move, the neighbour's trial parameters) for each move of `candidate` that changes it, builds, and stays
+    under `max_params`. Raises ValueError if the space cannot express `candidate` itself."""
+    return [(name, params_of(c)) for name, c in _moved(candidate, max_params)]
+
+
+def same_size(candidate: Candidate) -> list[tuple[str, Candidate]]:
+    """The neighbours of `candidate` with its parameter count (padding, dropout, learning rate, augmentation,
+    schedule, batch size): what the shrink search tries at a size where its step failed."""
+    n = candidate.spec.num_params()
+    return [(name, c) for name, c in _moved(candidate, n + 1) if c.spec.num_params() == n]

@@ -1,5 +1,5 @@
 """The smallest goal's shrink search: from each design whose confirmed seeds pass the val target, scale the widths
-down (`factory.copies`) a step at a time, racing seeds on each step, until a step fails; the smallest passing step
+down (`factory.copies`) a step at a time, racing seeds on each step, until a size fails; the smallest passing step
 is the result. What the hand benchmarks did (a passing design scaled down until it fails), done by the tool.
 
 A step is a search-study trial (recorded `shrink_of` its parent, and as the move "shrink to N %"), trained to its
@@ -8,14 +8,17 @@ candidate's are, so `best --smallest`, the report and the export read a step lik
 
 The race on a step (`verdict`): it fails once its mean val over the seeds so far plus Z standard errors is under
 the target, and passes once it has `seeds` seeds at a mean >= the target. Why: a step clearly under the target
-needs no more seeds, and a pass is the same n-seed mean that a confirmed winner is held to. A lineage stops at its
-first failing step (a narrower copy of a failing net only loses accuracy); the next lineage (a larger passing
-design) starts under the smallest pass so far, so it spends runs only on steps that could win.
+needs no more seeds, and a pass is the same n-seed mean that a confirmed winner is held to. A failed width step gets
+up to REPAIRS repairs: same-size neighbours (another recipe, padding), raced the same way, since in `sbs-c2-3k5s20`
+the step to 2,966 params missed the target by 0.011 points. A lineage stops at its first failing size (a narrower
+copy of a failing net only loses accuracy); the next lineage (a larger passing design) starts under the smallest
+pass so far, so it spends runs only on steps that could win.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import statistics
 import time
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from optuna.trial import TrialState
 
 from nas20k.base.optuna_private import requeue_behind
 from nas20k.core.factory import ArchSpec, copies
+from nas20k.core.moves import same_size
 from nas20k.core.space import WIDTHS, Candidate, expressible, params_of
 from nas20k.readers.record import CONFIRM_SUFFIX, StudyMeta, TrialRecord, records, search_records
 from nas20k.runner.confirm import SIGMA_PRIOR, Z, pooled_sd, seed_objective
@@ -36,6 +40,7 @@ from nas20k.runner.study import WAIT_POLL, give_back
 from nas20k.runner.workers import Worker
 
 RATIO = 0.85  # a step scales its parent to the copy nearest this share of the parent's parameters
+REPAIRS = 2  # a failed width step's same-size neighbours raced before its lineage ends
 IN_FLIGHT = ("running", "waiting")
 ENDED = ("complete", "pruned", "diverged")  # a step's first run that counts (failed or interrupted ones are redone)
 
@@ -52,12 +57,14 @@ def verdict(vals: list[float], target: float, seeds: int, sigma: float = SIGMA_P
 
 @dataclass(frozen=True)
 class Action:
-    """What to train next: a new step (`spec`, scaled from trial `of`), seed `seed` of step `of`, or step `of`
-    itself, queued again."""
+    """What to train next: a new step (`candidate`, recorded as `move`, under trial `of`), seed `seed` of step
+    `of`, or step `of` itself, queued again."""
 
     kind: str  # "step" | "seed" | "run"
     of: int
-    spec: ArchSpec | None = None
+    candidate: Candidate | None = None
+    move: str | None = None
+    move_of: int | None = None  # a repair's failed step (a width step's is `of`)
     seed: int | None = None
 
 
@@ -76,34 +83,60 @@ def plan(recs: list[TrialRecord], taken: dict[int, set[int]], target: float, see
          ratio: float = RATIO) -> Action | None:
     """The next run of the shrink search over a study's records (search trials with their seed runs attached), or
     WAIT, or None once every lineage has ended. `taken`: the seeds of confirm runs running or queued, per trial.
-    Lineages in order of their root's size; in each, the last step is raced, a pass makes the next step, a fail
-    (or a step that no longer shrinks) ends the lineage."""
-    steps = {r.shrink_of: r for r in recs if r.shrink_of is not None and r.status in (*ENDED, *IN_FLIGHT)}
+    Lineages in order of their root's size; in each, from the last passing design: a step still open is raced;
+    none yet, the width step is made; all failed, a repair (`repair`) is made, or the lineage ends."""
+    steps: dict[int, list[TrialRecord]] = {}
+    for r in recs:
+        if r.shrink_of is not None and r.status in (*ENDED, *IN_FLIGHT):
+            steps.setdefault(r.shrink_of, []).append(r)
     judged = verdicts(recs, target, seeds)
     roots = sorted((r for r in recs if r.shrink_of is None and judged.get(r.number) == "pass" and r.candidate),
                    key=lambda r: (r.params, r.number))
     smallest = min((r.params for r in recs if judged.get(r.number) == "pass"), default=None)
     for root in roots:
         node = root
-        while node.number in steps and judged.get(node.number) == "pass":
-            node = steps[node.number]
-        if node.status == "waiting":  # a step queued again after its worker died: it is trained first
-            return Action("run", node.number)
-        if node.status == "running" or judged.get(node.number) is None:
-            if node.candidate is None:  # its first run has not started: nothing to add yet
-                return WAIT
-            own = node.candidate.train.seed
-            started = {s.seed for s in node.seeds} | taken.get(node.number, set()) | {own}
-            if len(started) >= seeds:
-                return WAIT
-            return Action("seed", node.number, seed=next(own + k for k in range(1, 10 * seeds)
-                                                         if own + k not in started))
-        if judged.get(node.number) != "pass":
-            continue  # the lineage's first failing step: it ends here
-        spec = step_spec(node.candidate.spec, min(node.params * ratio, smallest), min(node.params, smallest))
-        if spec is not None and expressible(Candidate(spec, node.candidate.train)):
-            return Action("step", node.number, spec=spec)
+        while passed := [k for k in steps.get(node.number, []) if judged.get(k.number) == "pass"]:
+            node = passed[0]
+        tried = steps.get(node.number, [])
+        if open_steps := [k for k in tried if judged.get(k.number) is None]:
+            return _race(open_steps[0], taken, seeds)
+        if not tried:
+            spec = step_spec(node.candidate.spec, min(node.params * ratio, smallest), min(node.params, smallest))
+            if spec is not None and expressible(step := Candidate(spec, node.candidate.train)):
+                share = round(100 * spec.num_params() / node.params)
+                return Action("step", node.number, candidate=step, move=f"shrink to {share} %")
+        elif action := repair(node.number, tried, smallest):
+            return action
     return None
+
+
+def _race(step: TrialRecord, taken: dict[int, set[int]], seeds: int) -> Action:
+    """The next run of an open step's race: the step itself if it waits to be trained again, else its next seed."""
+    if step.status == "waiting":  # a step queued again after its worker died: it is trained first
+        return Action("run", step.number)
+    if step.candidate is None:  # its first run has not started: nothing to add yet
+        return WAIT
+    own = step.candidate.train.seed
+    started = {s.seed for s in step.seeds} | taken.get(step.number, set()) | {own}
+    if len(started) >= seeds:
+        return WAIT
+    return Action("seed", step.number, seed=next(own + k for k in range(1, 10 * seeds) if own + k not in started))
+
+
+def repair(of: int, failed: list[TrialRecord], smallest: int) -> Action | None:
+    """A same-size neighbour (`moves.same_size`) of the failed width step `failed[0]`, until REPAIRS of them have
+    failed too: a step that misses the target by a hair may pass with a recipe one move away, and is still the
+    smallest size a lineage could win at. One drawn at random (seeded by the records) from those not yet tried;
+    None once the lineage ends."""
+    width = failed[0]
+    if len(failed) > REPAIRS or width.params >= smallest:
+        return None
+    tried = [params_of(k.candidate) for k in failed]  # a step has its candidate once its first run ended
+    options = [(name, c) for name, c in same_size(width.candidate) if params_of(c) not in tried]
+    if not options:
+        return None
+    name, candidate = random.Random(f"repair {len(failed)} of #{width.number}").choice(options)
+    return Action("step", of, candidate=candidate, move=f"repair: {name}", move_of=width.number)
 
 
 def step_spec(spec: ArchSpec, goal: float, limit: int) -> ArchSpec | None:
@@ -129,18 +162,17 @@ def _queue(study: optuna.Study, confirm: optuna.Study, target: float, seeds: int
         return action
     if action.kind == "run":
         return action if may_step else WAIT
-    parent = recs[action.of]
     if action.kind == "seed":
+        step = recs[action.of]
         confirm.enqueue_trial({}, user_attrs={"confirms": action.of, "seed": action.seed,
-                                              "candidate": parent.candidate.to_dict(), "params": parent.params})
+                                              "candidate": step.candidate.to_dict(), "params": step.params})
         return action
     if not may_step:
         return WAIT
-    params = params_of(Candidate(action.spec, parent.candidate.train))  # it rebuilds the same candidate
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    share = round(100 * action.spec.num_params() / parent.params)
-    study.enqueue_trial(params, user_attrs={"shrink_of": action.of, "move": f"shrink to {share} %",
-                                            "move_of": action.of, "prune_from": None})
+    move_of = action.of if action.move_of is None else action.move_of
+    study.enqueue_trial(params_of(action.candidate), user_attrs={"shrink_of": action.of, "move": action.move,
+                                                                  "move_of": move_of, "prune_from": None})
     requeue_behind(study, waiting)  # the step is the next trial `optimize` takes
     return action
 
@@ -173,8 +205,9 @@ def shrink_worker(w: Worker, seeds: int) -> None:
         if action is WAIT:
             time.sleep(WAIT_POLL)
         elif action.kind in ("step", "run"):
-            if action.spec is not None:
-                print(f"shrink: #{action.of} scaled to {action.spec.num_params():,} params", flush=True)
+            if action.candidate is not None:
+                of = action.of if action.move_of is None else action.move_of
+                print(f"shrink: {action.move} of #{of}, {action.candidate.spec.num_params():,} params", flush=True)
             study.optimize(step, n_trials=1)
         else:
             confirm.optimize(seed_run, n_trials=1)
