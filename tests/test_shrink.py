@@ -51,7 +51,7 @@ def test_the_race_on_a_step_fails_early_and_passes_only_on_all_its_seeds() -> No
 def width_step(of: TrialRecord) -> Action:
     spec = step_spec(of.candidate.spec, RATIO * of.params, of.params)
     return Action("step", of.number, candidate=Candidate(spec, of.candidate.train),
-                  move=f"shrink to {round(100 * spec.num_params() / of.params)} %")
+                  move=f"shrink to {round(100 * spec.num_params() / of.params)} %", move_of=of.number)
 
 
 def with_failed_repairs(recs: list[TrialRecord]) -> list[TrialRecord]:

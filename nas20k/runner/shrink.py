@@ -64,7 +64,7 @@ class Action:
     of: int
     candidate: Candidate | None = None
     move: str | None = None
-    move_of: int | None = None  # a repair's failed step (a width step's is `of`)
+    move_of: int | None = None  # the trial the step moves from: `of` for a width step, the failed step for a repair
     seed: int | None = None
 
 
@@ -104,7 +104,7 @@ def plan(recs: list[TrialRecord], taken: dict[int, set[int]], target: float, see
             spec = step_spec(node.candidate.spec, min(node.params * ratio, smallest), min(node.params, smallest))
             if spec is not None and expressible(step := Candidate(spec, node.candidate.train)):
                 share = round(100 * spec.num_params() / node.params)
-                return Action("step", node.number, candidate=step, move=f"shrink to {share} %")
+                return Action("step", node.number, candidate=step, move=f"shrink to {share} %", move_of=node.number)
         elif action := repair(node.number, tried, smallest):
             return action
     return None
@@ -170,9 +170,8 @@ def _queue(study: optuna.Study, confirm: optuna.Study, target: float, seeds: int
     if not may_step:
         return WAIT
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    move_of = action.of if action.move_of is None else action.move_of
     study.enqueue_trial(params_of(action.candidate), user_attrs={"shrink_of": action.of, "move": action.move,
-                                                                  "move_of": move_of, "prune_from": None})
+                                                                  "move_of": action.move_of, "prune_from": None})
     requeue_behind(study, waiting)  # the step is the next trial `optimize` takes
     return action
 
@@ -206,8 +205,8 @@ def shrink_worker(w: Worker, seeds: int) -> None:
             time.sleep(WAIT_POLL)
         elif action.kind in ("step", "run"):
             if action.candidate is not None:
-                of = action.of if action.move_of is None else action.move_of
-                print(f"shrink: {action.move} of #{of}, {action.candidate.spec.num_params():,} params", flush=True)
+                print(f"shrink: {action.move} of #{action.move_of}, {action.candidate.spec.num_params():,} params",
+                      flush=True)
             study.optimize(step, n_trials=1)
         else:
             confirm.optimize(seed_run, n_trials=1)
