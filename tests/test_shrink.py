@@ -24,10 +24,10 @@ SPEC = PRESETS["nas20k-5826"]
 
 
 def record(number: int, spec, vals: list[float], shrink_of: int | None = None, status: str = "complete",
-           seed: int = 0, train: TrainConfig | None = None) -> TrialRecord:
+           seed: int = 0, train: TrainConfig | None = None, move: str | None = None) -> TrialRecord:
     """A search trial as the study would hold it: its own run on `seed`, then confirm runs on seed + 1, + 2, ..."""
     cand = Candidate(spec, train or TrainConfig(epochs=15, seed=seed))
-    r = TrialRecord(number, status, candidate=cand, params=spec.num_params(), shrink_of=shrink_of,
+    r = TrialRecord(number, status, candidate=cand, params=spec.num_params(), shrink_of=shrink_of, move=move,
                     val_score=vals[0] if vals and status == "complete" else None)
     if status == "complete":
         r.seeds = [SeedRun(seed + k, v, None, number, confirm=k > 0) for k, v in enumerate(vals)]
@@ -54,37 +54,44 @@ def width_step(of: TrialRecord) -> Action:
                   move=f"shrink to {round(100 * spec.num_params() / of.params)} %", move_of=of.number)
 
 
-def with_failed_repairs(recs: list[TrialRecord]) -> list[TrialRecord]:
-    """`recs` with each repair the plan asks for next recorded as failing on its first run."""
-    while (fix := plan(recs, {}, TARGET, SEEDS)) and fix.move and fix.move.startswith("repair: "):
-        recs = [*recs, record(len(recs), fix.candidate.spec, [0.9900], shrink_of=fix.of, train=fix.candidate.train)]
+def screened(recs: list[TrialRecord], val=lambda move: 0.9900) -> list[TrialRecord]:
+    """`recs` with each repair the plan asks for next (the screen: one run per neighbour) recorded with one run of
+    `val(move)` (by default a fail)."""
+    while (fix := plan(recs, {}, TARGET, SEEDS)) and fix.kind == "step" and fix.move.startswith("repair: "):
+        recs = [*recs, record(len(recs), fix.candidate.spec, [val(fix.move)], shrink_of=fix.of,
+                              train=fix.candidate.train, move=fix.move)]
     return recs
 
 
 def test_a_lineage_stops_at_its_first_failing_size_and_keeps_the_smallest_pass() -> None:
-    """Recorded values: the root passes, step 1 passes, step 2 fails on two seeds, and so do its REPAIRS repairs
-    (same-size neighbours); nothing more is run, and `best --smallest` picks step 1."""
+    """Recorded values: the root passes, step 1 passes, step 2 fails on two seeds; each of step 2's same-size
+    neighbours is screened on one run, the REPAIRS best open ones are raced (best first) and fail; nothing more is
+    run, and `best --smallest` picks step 1."""
     s1, s2 = scaled_to(RATIO), scaled_to(RATIO * RATIO)
     root = record(0, SPEC, [0.9950, 0.9948, 0.9951, 0.9947, 0.9949])
     step1 = record(1, s1, [0.9944, 0.9943, 0.9946, 0.9942, 0.9945], shrink_of=0)
     step2 = record(2, s2, [0.9925, 0.9928], shrink_of=1)
-    recs = [root, step1, step2]
-    for n in range(3, 3 + REPAIRS):  # each failed step makes the next repair, a neighbour not tried yet
-        fix = plan(recs, {}, TARGET, SEEDS)
-        assert fix.kind == "step" and fix.of == 1 and fix.move_of == 2 and fix.move.startswith("repair: ")
-        assert (fix.move.removeprefix("repair: "), params_of(fix.candidate)) in [
-            (m, params_of(c)) for m, c in same_size(step2.candidate)]
-        assert params_of(fix.candidate) not in [params_of(r.candidate) for r in recs]
-        recs.append(record(n, fix.candidate.spec, [0.9930, 0.9929], shrink_of=1, train=fix.candidate.train))
-    assert plan(recs, {}, TARGET, SEEDS) is None
+    close = {"repair: lr /1.5": 0.9938, "repair: dropout /1.5": 0.9937, "repair: batch 64": 0.9936}
+    recs = screened([root, step1, step2], lambda move: close.get(move, 0.9900))
+    screen = recs[3:]
+    assert [(r.move.removeprefix("repair: "), params_of(r.candidate)) for r in screen] == [
+        (m, params_of(c)) for m, c in same_size(step2.candidate)]  # every neighbour once, in the moves' order
+    assert all(r.shrink_of == 1 and r.params == step2.params for r in screen)
+    by_move = {r.move: r.number for r in screen}
+    for move in sorted(close, key=close.get, reverse=True)[:REPAIRS]:  # raced best first, each to its end: a fail
+        n = by_move[move]
+        assert plan(recs, {}, TARGET, SEEDS) == Action("seed", n, seed=1)
+        recs[n] = record(n, recs[n].candidate.spec, [close[move], 0.9930, 0.9931, 0.9930, 0.9929], shrink_of=1,
+                         train=recs[n].candidate.train, move=move)
+    assert REPAIRS < len(close) and plan(recs, {}, TARGET, SEEDS) is None  # the other open ones are not raced
     meta = StudyMeta(budget=Budget(7000, 15))
     assert smallest_record(recs, meta, "s", TARGET).number == 1
 
     # the same lineage one run earlier: step 2 has one seed close to the target, so it gets its next seed
-    close = record(2, s2, [0.9938], shrink_of=1)
-    assert plan([root, step1, close], {}, TARGET, SEEDS) == Action("seed", 2, seed=1)
+    close2 = record(2, s2, [0.9938], shrink_of=1)
+    assert plan([root, step1, close2], {}, TARGET, SEEDS) == Action("seed", 2, seed=1)
     # ... and while that seed runs, nothing else (one step at a time per lineage), unless seeds are left
-    assert plan([root, step1, close], {2: {1, 2, 3, 4}}, TARGET, SEEDS) is WAIT
+    assert plan([root, step1, close2], {2: {1, 2, 3, 4}}, TARGET, SEEDS) is WAIT
     # before step 2 existed: step 1 passed, so the next step is step 1's copy nearest RATIO of its parameters
     nxt = plan([root, step1], {}, TARGET, SEEDS)
     assert nxt == width_step(step1) and nxt.candidate.spec.num_params() < s1.num_params()
@@ -99,12 +106,18 @@ def test_a_repair_that_passes_carries_the_lineage_on_from_its_size() -> None:
     assert fix.move.startswith("repair: ") and fix.candidate.spec.num_params() == step.params
     repaired = record(2, fix.candidate.spec, [0.9941] * 5, shrink_of=0, train=fix.candidate.train)
     assert plan([root, step, repaired], {}, TARGET, SEEDS) == width_step(repaired)
-    # a repair still racing is raced before anything else
+    # a repair open after its screen run is raced once the screen is over, not before
     racing = record(2, fix.candidate.spec, [0.9941], shrink_of=0, train=fix.candidate.train)
-    assert plan([root, step, racing], {}, TARGET, SEEDS) == Action("seed", 2, seed=1)
+    assert plan([root, step, racing], {}, TARGET, SEEDS).move.startswith("repair: ")
+    assert plan(screened([root, step, racing]), {}, TARGET, SEEDS) == Action("seed", 2, seed=1)
+    # while a screen run trains, nothing else is made; one queued again after its worker died is trained first
+    running = record(2, fix.candidate.spec, [], shrink_of=0, status="running", train=fix.candidate.train)
+    assert plan([root, step, running], {}, TARGET, SEEDS) is WAIT
+    waiting = record(2, fix.candidate.spec, [], shrink_of=0, status="waiting", train=fix.candidate.train)
+    assert plan([root, step, waiting], {}, TARGET, SEEDS) == Action("run", 2)
     # no repair at a size that another lineage's pass already beats: the lineage just ends
-    assert repair(0, [step], smallest=step.params + 1) == fix
-    assert repair(0, [step], smallest=step.params) is None
+    assert repair(0, [step], {1: "fail"}, {}, SEEDS, smallest=step.params + 1) == fix
+    assert repair(0, [step], {1: "fail"}, {}, SEEDS, smallest=step.params) is None
 
 
 def test_a_step_is_the_copy_nearest_the_ratio_not_the_widest_under_it() -> None:
@@ -125,8 +138,8 @@ def test_a_step_that_diverged_ends_its_lineage() -> None:
     root = record(0, SPEC, [0.9950] * 5)
     diverged = record(1, scaled_to(RATIO), [], shrink_of=0, status="diverged")
     assert plan([root, diverged], {}, TARGET, SEEDS).move_of == 1
-    recs = with_failed_repairs([root, diverged])
-    assert len(recs) == 2 + REPAIRS and plan(recs, {}, TARGET, SEEDS) is None
+    recs = screened([root, diverged])
+    assert len(recs) == 2 + len(same_size(diverged.candidate)) and plan(recs, {}, TARGET, SEEDS) is None
     big = record(len(recs), PRESETS["nas20k-7458"], [0.9952] * 5)
     nxt = plan([*recs, big], {}, TARGET, SEEDS)
     assert nxt.kind == "step" and nxt.of == big.number and nxt.candidate.spec.num_params() < root.params
@@ -134,7 +147,7 @@ def test_a_step_that_diverged_ends_its_lineage() -> None:
 
 def test_a_later_lineage_starts_under_the_smallest_pass_and_failed_steps_are_redone() -> None:
     small = record(0, scaled_to(0.6), [0.9945] * 5)
-    ended = with_failed_repairs([small, record(1, scaled_to(0.6 * RATIO), [0.9900], shrink_of=0)])  # lineage 1
+    ended = screened([small, record(1, scaled_to(0.6 * RATIO), [0.9900], shrink_of=0)])  # lineage 1
     big = record(len(ended), SPEC, [0.9952] * 5)
     recs = [*ended, big]
     nxt = plan(recs, {}, TARGET, SEEDS)
@@ -176,7 +189,7 @@ def test_a_smallest_goal_search_shrinks_its_confirmed_pass(tmp_path) -> None:
     smaller = step_spec(last.candidate.spec, RATIO * last.params, last.params)
     ended = smaller is None or not expressible(Candidate(smaller, last.candidate.train))
     assert last.mean_val() < 0.8 or last.n_seeds == 2 and ended
-    assert len([s for s in steps if s.params == last.params]) <= 1 + REPAIRS
+    assert len([s for s in steps if s.params == last.params]) <= 1 + len(same_size(last.candidate))
     assert f"#{last.number} {last.params:,} params ({last.origin})" in r.stdout
     r = cli("best", "--smallest", "--target", "0.8", cwd=tmp_path)
     assert r.exit_code == 0, r.output

@@ -8,17 +8,17 @@ candidate's are, so `best --smallest`, the report and the export read a step lik
 
 The race on a step (`verdict`): it fails once its mean val over the seeds so far plus Z standard errors is under
 the target, and passes once it has `seeds` seeds at a mean >= the target. Why: a step clearly under the target
-needs no more seeds, and a pass is the same n-seed mean that a confirmed winner is held to. A failed width step gets
-up to REPAIRS repairs: same-size neighbours (another recipe, padding), raced the same way, since in `sbs-c2-3k5s20`
-the step to 2,966 params missed the target by 0.011 points. A lineage stops at its first failing size (a narrower
-copy of a failing net only loses accuracy); the next lineage (a larger passing design) starts under the smallest
-pass so far, so it spends runs only on steps that could win.
+needs no more seeds, and a pass is the same n-seed mean that a confirmed winner is held to. A failed width step is
+repaired (`repair`): each of its same-size neighbours (another recipe, padding) is screened on one run, then the
+REPAIRS best are raced the same way, since in `sbs-c2-3k5s20` the step to 2,966 params missed the target by 0.011
+points. A lineage stops at its first failing size (a narrower copy of a failing net only loses accuracy); the next
+lineage (a larger passing design) starts under the smallest pass so far, so it spends runs only on steps that could
+win.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import statistics
 import time
 from dataclasses import dataclass
@@ -40,7 +40,7 @@ from nas20k.runner.study import WAIT_POLL, give_back
 from nas20k.runner.workers import Worker
 
 RATIO = 0.85  # a step scales its parent to the copy nearest this share of the parent's parameters
-REPAIRS = 2  # a failed width step's same-size neighbours raced before its lineage ends
+REPAIRS = 2  # a failed width step's best-screened same-size neighbours raced before its lineage ends
 IN_FLIGHT = ("running", "waiting")
 ENDED = ("complete", "pruned", "diverged")  # a step's first run that counts (failed or interrupted ones are redone)
 
@@ -83,8 +83,8 @@ def plan(recs: list[TrialRecord], taken: dict[int, set[int]], target: float, see
          ratio: float = RATIO) -> Action | None:
     """The next run of the shrink search over a study's records (search trials with their seed runs attached), or
     WAIT, or None once every lineage has ended. `taken`: the seeds of confirm runs running or queued, per trial.
-    Lineages in order of their root's size; in each, from the last passing design: a step still open is raced;
-    none yet, the width step is made; all failed, a repair (`repair`) is made, or the lineage ends."""
+    Lineages in order of their root's size; in each, from the last passing design: none yet, the width step is made;
+    the width step open, it is raced; failed, it is repaired (`repair`), or the lineage ends."""
     steps: dict[int, list[TrialRecord]] = {}
     for r in recs:
         if r.shrink_of is not None and r.status in (*ENDED, *IN_FLIGHT):
@@ -98,14 +98,14 @@ def plan(recs: list[TrialRecord], taken: dict[int, set[int]], target: float, see
         while passed := [k for k in steps.get(node.number, []) if judged.get(k.number) == "pass"]:
             node = passed[0]
         tried = steps.get(node.number, [])
-        if open_steps := [k for k in tried if judged.get(k.number) is None]:
-            return _race(open_steps[0], taken, seeds)
         if not tried:
             spec = step_spec(node.candidate.spec, min(node.params * ratio, smallest), min(node.params, smallest))
             if spec is not None and expressible(step := Candidate(spec, node.candidate.train)):
                 share = round(100 * spec.num_params() / node.params)
                 return Action("step", node.number, candidate=step, move=f"shrink to {share} %", move_of=node.number)
-        elif action := repair(node.number, tried, smallest):
+        elif judged.get(tried[0].number) is None:
+            return _race(tried[0], taken, seeds)
+        elif action := repair(node.number, tried, judged, taken, seeds, smallest):
             return action
     return None
 
@@ -123,20 +123,31 @@ def _race(step: TrialRecord, taken: dict[int, set[int]], seeds: int) -> Action:
     return Action("seed", step.number, seed=next(own + k for k in range(1, 10 * seeds) if own + k not in started))
 
 
-def repair(of: int, failed: list[TrialRecord], smallest: int) -> Action | None:
-    """A same-size neighbour (`moves.same_size`) of the failed width step `failed[0]`, until REPAIRS of them have
-    failed too: a step that misses the target by a hair may pass with a recipe one move away, and is still the
-    smallest size a lineage could win at. One drawn at random (seeded by the records) from those not yet tried;
-    None once the lineage ends."""
-    width = failed[0]
-    if len(failed) > REPAIRS or width.params >= smallest:
+def repair(of: int, tried: list[TrialRecord], judged: dict[int, str | None], taken: dict[int, set[int]],
+           seeds: int, smallest: int) -> Action | None:
+    """The next run repairing the failed width step `tried[0]` (`tried[1:]`: its repairs so far), or None once the
+    lineage ends. First a screen: each same-size neighbour (`moves.same_size`) not tried yet is made a step and
+    trained once, on the study's seed, in the moves' order. Then a race: the open repairs, best screened first, get
+    seeds as a step does (one already raced is raced on first) until REPAIRS of them have been raced; a repair that
+    passes carries the lineage on. Why screen them all: local search's best-improvement step (White et al. 2021),
+    here over a dozen one-run candidates; the two drawn at random in `sbs-r-3k5s20` both lost. None too at a size
+    that another lineage's pass already beats."""
+    width, repairs = tried[0], tried[1:]
+    if width.params >= smallest:
         return None
-    tried = [params_of(k.candidate) for k in failed]  # a step has its candidate once its first run ended
-    options = [(name, c) for name, c in same_size(width.candidate) if params_of(c) not in tried]
-    if not options:
-        return None
-    name, candidate = random.Random(f"repair {len(failed)} of #{width.number}").choice(options)
-    return Action("step", of, candidate=candidate, move=f"repair: {name}", move_of=width.number)
+    if first := next((k for k in repairs if k.status in IN_FLIGHT), None):  # a screen run: the next one waits for it
+        return Action("run", first.number) if first.status == "waiting" else WAIT
+    done = [params_of(k.candidate) for k in tried]
+    if untried := [(name, c) for name, c in same_size(width.candidate) if params_of(c) not in done]:
+        name, candidate = untried[0]
+        return Action("step", of, candidate=candidate, move=f"repair: {name}", move_of=width.number)
+    raced = {k.number for k in repairs if k.n_seeds > 1 or k.number in taken}
+    open_ = sorted((k for k in repairs if judged.get(k.number) is None),
+                   key=lambda k: (k.number not in raced, -k.mean_val()))
+    for k in open_:
+        if k.number in raced or len(raced) < REPAIRS:
+            return _race(k, taken, seeds)
+    return None
 
 
 def step_spec(spec: ArchSpec, goal: float, limit: int) -> ArchSpec | None:
