@@ -33,6 +33,7 @@ RESULT = {
     "precision_parity": rf"\| design \| variant \|.*\n.*\n\| firekind-6174 \(15 ep\) \| fp32 \| 1 \| {NUM} \| {NUM} \|",
     "pruners": r"\| asha \| [1-9]\d* \| \d+ \| [1-9]\d* \(",
     "rung_replay": r"smallest-992\.db .* reached 9;.*\ntotal: reached 9 [1-9]\d*",
+    "rung_ties": r"smallest-992\.db .* epochs recorded +[1-9]\d*, replayed >= +\d+, > +\d+;.*\ntotal: recorded [1-9]",
     "screening": r"epoch 1: 1 studies, median Spearman -?\d\.\d\d, top 3 kept \d/3",
     "search_time": rf"machine ratio \(median of [1-9]\d*\): {NUM}\n.* at nas20k-followers's machine speed; ratio {NUM}",
     "small_recipes": rf"\| nas20k-5826-scaled \| as searched \| 1 \| {NUM} \| {NUM} \|",
