@@ -120,6 +120,22 @@ def test_a_repair_that_passes_carries_the_lineage_on_from_its_size() -> None:
     assert repair(0, [step], {1: "fail"}, {}, SEEDS, smallest=step.params) is None
 
 
+def test_with_no_pass_the_closest_fail_is_repaired_first() -> None:
+    """A budget under every pass (`--max-params 3000`): the raced design with the best mean that still failed is
+    repaired like a failed step; a repair that passes starts the shrink search from its size."""
+    closest = record(0, SPEC, [0.9936, 0.9937, 0.9938, 0.9936, 0.9937])  # 99.368 %: fails 99.4 %
+    further = record(1, scaled_to(0.7), [0.9920, 0.9921])
+    lone = record(2, scaled_to(0.8), [0.9939])  # one seed, not raced: open, not a fail
+    fix = plan([closest, further, lone], {}, TARGET, SEEDS)
+    assert fix.kind == "step" and fix.of == 0 and fix.move_of == 0 and fix.move.startswith("repair: ")
+    assert fix.candidate.spec.num_params() == closest.params
+    recs = screened([closest, further, lone])
+    assert len(recs) == 3 + len(same_size(closest.candidate)) and plan(recs, {}, TARGET, SEEDS) is None
+    repaired = record(3, fix.candidate.spec, [0.9941] * 5, shrink_of=0, train=fix.candidate.train, move=fix.move)
+    assert plan([closest, further, lone, repaired], {}, TARGET, SEEDS) == width_step(repaired)
+    assert plan([record(0, SPEC, [0.9900])], {}, TARGET, SEEDS) is None  # one seed is no race: nothing to repair
+
+
 def test_a_step_is_the_copy_nearest_the_ratio_not_the_widest_under_it() -> None:
     """`sbs-c-3k5s20`: the pass, `nas20k-separable-4578` scaled to 3,370 params, was stepped to 2,668 (79 %), the
     widest copy under 85 %, skipping 2,966 (88 %) and 3,052; the nearest copy is 2,966."""

@@ -109,7 +109,8 @@ def _shrink(settings: SearchSettings, seeds: int, quiet: bool) -> None:
     study, confirm = open_confirm_study(settings)
     out.print(f"shrink search: each confirmed pass scaled to about {RATIO:.0%} of its parameters, step by step, "
               f"each step raced over up to {seeds} seeds; a failed step's same-size neighbours (another recipe or "
-              f"padding) are each screened on one run and the {REPAIRS} best raced, then its lineage ends")
+              f"padding) are each screened on one run and the {REPAIRS} best raced, then its lineage ends; with no "
+              "pass at all, the race's closest fail is repaired the same way")
     before = confirm.get_trials(deepcopy=False)
     plan = Plan(trained_count(before) + seeds, settings.execution.workers, settings.budget.max_epochs, pruned=False)
 
