@@ -10,7 +10,7 @@ confirm: the same over the `:confirm` study), their work (trained trials, epochs
 the identical runs, and the second's walls at the first's machine speed.
 
     python benchmarks/search_time.py BEFORE.db AFTER.db [--studies NAME_BEFORE NAME_AFTER]
-    python benchmarks/search_time.py --smoke   # nas20k-followers.db against nas20k-retime.db
+    python benchmarks/search_time.py --smoke   # sbs-t-74d2d0e.db against sbs-t-46b7359.db
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import optuna
 from nas20k.readers.record import CONFIRM_SUFFIX, TrialRecord, records
 
 REFERENCE = Path(__file__).resolve().parents[1] / "studies" / "reference"
-SMOKE = (REFERENCE / "nas20k-followers.db", REFERENCE / "nas20k-retime.db")
+SMOKE = (REFERENCE / "sbs-t-74d2d0e.db", REFERENCE / "sbs-t-46b7359.db")
 
 
 @dataclass
@@ -79,7 +79,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dbs", nargs="*", type=Path, help="the two SQLite study files: before, after")
     ap.add_argument("--studies", nargs=2, metavar=("BEFORE", "AFTER"), help="study names (default: each file's first)")
-    ap.add_argument("--smoke", action="store_true", help="nas20k-followers.db against nas20k-retime.db (a test)")
+    ap.add_argument("--smoke", action="store_true", help="sbs-t-74d2d0e.db against sbs-t-46b7359.db (a test)")
     args = ap.parse_args()
     dbs = list(SMOKE) if args.smoke and not args.dbs else args.dbs
     if len(dbs) != 2:

@@ -35,7 +35,7 @@ RESULT = {
     "rung_replay": r"smallest-992\.db .* reached 9;.*\ntotal: reached 9 [1-9]\d*",
     "rung_ties": r"smallest-992\.db .* epochs recorded +[1-9]\d*, replayed >= +\d+, > +\d+;.*\ntotal: recorded [1-9]",
     "screening": r"epoch 1: 1 studies, median Spearman -?\d\.\d\d, top 3 kept \d/3",
-    "search_time": rf"machine ratio \(median of [1-9]\d*\): {NUM}\n.* at nas20k-followers's machine speed; ratio {NUM}",
+    "search_time": rf"machine ratio \(median of [1-9]\d*\): {NUM}\n.* at sbs-t-74d2d0e's machine speed; ratio {NUM}",
     "small_recipes": rf"\| nas20k-5826-scaled \| as searched \| 1 \| {NUM} \| {NUM} \|",
     "throughput": rf"\(b\) nas20k trainer: +\d[\d,]* img/s\nratio b/a: {NUM}",
     "val_selection": rf"\| 5 \| 1 \| [01]/1 \| {NUM} \| {NUM} \|",
