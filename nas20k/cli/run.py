@@ -121,7 +121,8 @@ def _shrink(settings: SearchSettings, seeds: int, quiet: bool) -> None:
          Reporter(out, plan, before, quiet, unit="seed runs", replan=replan))
     for r, verdict in shrink_steps(study, seeds):
         mean = f"mean val {r.mean_val():.2%} over {r.n_seeds} seed(s)" if r.n_seeds else r.reason
-        out.print(f"  #{r.number} {r.params:,} params ({r.origin}): {verdict or 'racing'}, {mean}")
+        # the search is over: an open step is a screened repair outside the REPAIRS raced
+        out.print(f"  #{r.number} {r.params:,} params ({r.origin}): {verdict or 'open, not raced'}, {mean}")
 
 
 @app.command()
