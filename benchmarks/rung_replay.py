@@ -28,6 +28,12 @@ def reached_at(t: FrozenTrial, epoch: int) -> float:
     return at if at is not None else t.datetime_start.timestamp() + epoch
 
 
+def bar_index(n: int) -> int:
+    """Successive halving's bar among the n values reported at a rung so far, best first (Optuna's rule): the
+    (n // 3)-th best, the best one while n < 3."""
+    return max(n // 3 - 1, 0)
+
+
 def replay(trials: list[FrozenTrial], epoch: int) -> set[int]:
     """The numbers of the trials successive halving prunes at `epoch`, replayed in the order they reached it."""
     seen: list[float] = []
@@ -35,7 +41,7 @@ def replay(trials: list[FrozenTrial], epoch: int) -> set[int]:
     for t in sorted(trials, key=lambda t: reached_at(t, epoch)):
         value = t.intermediate_values[epoch]
         seen.append(value)
-        bar = sorted(seen, reverse=True)[max(len(seen) // 3 - 1, 0)]
+        bar = sorted(seen, reverse=True)[bar_index(len(seen))]
         exempt = "warm_start" in t.user_attrs and t.user_attrs.get("prune_from") is None
         if value < bar and not exempt:
             pruned.add(t.number)

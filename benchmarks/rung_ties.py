@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from rung_replay import reached_at
+from rung_replay import bar_index, reached_at
 from study_files import parse_study_files, search_studies
 
 RUNGS = (1, 3, 9)  # the default pruner's (pruners.rungs("asha", 20))
@@ -41,7 +41,7 @@ def replay(trials: list[FrozenTrial], max_epochs: int, strict: bool) -> dict[int
         for t in sorted(reached, key=lambda t: reached_at(t, rung)):
             value = t.intermediate_values[rung]
             seen.append(value)
-            k = max(len(seen) // 3 - 1, 0)
+            k = bar_index(len(seen))
             bar = sorted(seen, reverse=True)[k]
             keep = value > bar or value == bar and (not strict or k == 0 and seen.count(value) == 1)
             if not keep and not exempt(t, rung):
