@@ -110,10 +110,14 @@ def test_a_repair_that_passes_carries_the_lineage_on_from_its_size() -> None:
     racing = record(2, fix.candidate.spec, [0.9941], shrink_of=0, train=fix.candidate.train)
     assert plan([root, step, racing], {}, TARGET, SEEDS).move.startswith("repair: ")
     assert plan(screened([root, step, racing]), {}, TARGET, SEEDS) == Action("seed", 2, seed=1)
-    # while a screen run trains, nothing else is made; one queued again after its worker died is trained first
-    running = record(2, fix.candidate.spec, [], shrink_of=0, status="running", train=fix.candidate.train)
-    assert plan([root, step, running], {}, TARGET, SEEDS) is WAIT
-    waiting = record(2, fix.candidate.spec, [], shrink_of=0, status="waiting", train=fix.candidate.train)
+    # while a screen run trains, the next neighbour is made (a worker each), known by its move before its candidate
+    # is written; the race waits for the whole screen; one queued again after its worker died is trained first
+    running = record(2, fix.candidate.spec, [], shrink_of=0, status="running", train=fix.candidate.train, move=fix.move)
+    nxt = plan([root, step, running], {}, TARGET, SEEDS)
+    assert nxt.kind == "step" and nxt.move.startswith("repair: ") and nxt.move != fix.move
+    assert plan([root, step, replace(running, candidate=None)], {}, TARGET, SEEDS) == nxt
+    assert plan(screened([root, step, running]), {}, TARGET, SEEDS) is WAIT
+    waiting = replace(running, status="waiting", candidate=None)
     assert plan([root, step, waiting], {}, TARGET, SEEDS) == Action("run", 2)
     # no repair at a size that another lineage's pass already beats: the lineage just ends
     assert repair(0, [step], {1: "fail"}, {}, SEEDS, smallest=step.params + 1) == fix

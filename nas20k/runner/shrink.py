@@ -143,20 +143,24 @@ def repair(of: int, tried: list[TrialRecord], judged: dict[int, str | None], tak
            seeds: int, smallest: float) -> Action | None:
     """The next run repairing the failed width step `tried[0]` (`tried[1:]`: its repairs so far), or None once the
     lineage ends. First a screen: each same-size neighbour (`moves.same_size`) not tried yet is made a step and
-    trained once, on the study's seed, in the moves' order. Then a race: the open repairs, best screened first, get
-    seeds as a step does (one already raced is raced on first) until REPAIRS of them have been raced; a repair that
-    passes carries the lineage on. Why screen them all: local search's best-improvement step (White et al. 2021),
-    here over a dozen one-run candidates; the two drawn at random in `sbs-r-3k5s20` both lost. None too at a size
-    that another lineage's pass already beats."""
+    trained once, on the study's seed, in the moves' order, as many at once as there are workers. Then, once every
+    screen run has ended, a race: the open repairs, best screened first, get seeds as a step does (one already raced
+    is raced on first) until REPAIRS of them have been raced; a repair that passes carries the lineage on. Why screen
+    them all: local search's best-improvement step (White et al. 2021), here over a dozen one-run candidates; the two
+    drawn at random in `sbs-r-3k5s20` both lost. None too at a size that another lineage's pass already beats."""
     width, repairs = tried[0], tried[1:]
     if width.params >= smallest:
         return None
-    if first := next((k for k in repairs if k.status in IN_FLIGHT), None):  # a screen run: the next one waits for it
-        return Action("run", first.number) if first.status == "waiting" else WAIT
-    done = [params_of(k.candidate) for k in tried]
-    if untried := [(name, c) for name, c in same_size(width.candidate) if params_of(c) not in done]:
+    if queued := next((k for k in repairs if k.status == "waiting"), None):  # e.g. queued again: its worker died
+        return Action("run", queued.number)
+    moves = {k.move for k in repairs}
+    done = [params_of(k.candidate) for k in tried if k.candidate]  # a queued trial has its move, not its candidate
+    if untried := [(name, c) for name, c in same_size(width.candidate)
+                   if f"repair: {name}" not in moves and params_of(c) not in done]:
         name, candidate = untried[0]
         return Action("step", of, candidate=candidate, move=f"repair: {name}", move_of=width.number)
+    if any(k.status in IN_FLIGHT for k in repairs):  # the race starts from the whole screen
+        return WAIT
     raced = {k.number for k in repairs if k.n_seeds > 1 or k.number in taken}
     open_ = sorted((k for k in repairs if judged.get(k.number) is None),
                    key=lambda k: (k.number not in raced, -k.mean_val()))
@@ -177,8 +181,9 @@ def step_spec(spec: ArchSpec, goal: float, limit: int) -> ArchSpec | None:
 
 def _queue(study: optuna.Study, confirm: optuna.Study, target: float, seeds: int, may_step: bool) -> Action | None:
     """Under the planning lock: queue the plan's next run (a step first in the search study's queue, a seed in the
-    confirm study's), or say to wait or that the search is over. A new step is only queued by a worker that
-    `may_step` (one per command), so two workers never take each other's queued trial."""
+    confirm study's), or say to wait or that the search is over. Any worker queues a new step and then takes the
+    oldest queued step, so each takes one; a step queued earlier and not taken (its worker died) is taken only by a
+    worker that `may_step` (one per command), so two workers do not both reach for it."""
     recs = search_records(study)
     taken: dict[int, set[int]] = {}
     for r in records(confirm.get_trials(deepcopy=False)):
@@ -194,17 +199,16 @@ def _queue(study: optuna.Study, confirm: optuna.Study, target: float, seeds: int
         confirm.enqueue_trial({}, user_attrs={"confirms": action.of, "seed": action.seed,
                                               "candidate": step.candidate.to_dict(), "params": step.params})
         return action
-    if not may_step:
-        return WAIT
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    waiting = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+               if "shrink_of" not in t.user_attrs]  # another worker's step, about to be taken, stays in place
     study.enqueue_trial(params_of(action.candidate), user_attrs={"shrink_of": action.of, "move": action.move,
                                                                   "move_of": action.move_of, "prune_from": None})
-    requeue_behind(study, waiting)  # the step is the next trial `optimize` takes
+    requeue_behind(study, waiting)  # the steps are the next trials `optimize` takes
     return action
 
 
 def shrink_worker(w: Worker, seeds: int) -> None:
-    """Train the shrink search's runs until every lineage has ended: steps on worker 0, seeds on any worker."""
+    """Train the shrink search's runs (steps and seeds) until every lineage has ended."""
     s = w.settings
     nop = optuna.pruners.NopPruner()  # a step trains to its end: the race decides, not a rung
     study = optuna.load_study(study_name=s.study_name, storage=w.storage, pruner=nop)
@@ -215,8 +219,10 @@ def shrink_worker(w: Worker, seeds: int) -> None:
     def step(trial: optuna.Trial) -> float:
         if "shrink_of" not in trial.user_attrs:  # another machine's worker took the step: this one is not run
             give_back(study, trial, "not trained: the shrink search's step was taken by another worker")
-        value = objective(trial)
         a = trial.user_attrs
+        print(f"shrink: #{trial.number} {a['move']} of #{a['move_of']}", flush=True)
+        value = objective(trial)
+        a = trial.user_attrs  # a copy: now with the run's params and score
         print(f"shrink: #{trial.number} {a['params']:,} params, seed {s.seed}: val {a['val_score']:.2%}", flush=True)
         return value
 
@@ -231,9 +237,6 @@ def shrink_worker(w: Worker, seeds: int) -> None:
         if action is WAIT:
             time.sleep(WAIT_POLL)
         elif action.kind in ("step", "run"):
-            if action.candidate is not None:
-                print(f"shrink: {action.move} of #{action.move_of}, {action.candidate.spec.num_params():,} params",
-                      flush=True)
             study.optimize(step, n_trials=1)
         else:
             confirm.optimize(seed_run, n_trials=1)
